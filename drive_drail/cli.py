@@ -1,0 +1,106 @@
+"""``drive-drail``: thin subcommands over the pipeline stages.
+
+    record  -> convert -> train -> evaluate -> report -> export
+
+Each subcommand parses its flags and calls one function of its stage. User errors
+(bad files, keys, flags) print one line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from drive_drail.errors import UserError
+
+EXIT_USER_ERROR = 2
+
+
+def _cmd_convert(args: argparse.Namespace) -> None:
+    from drive_drail.pairs.convert import ConvertConfig, convert_file
+    from drive_drail.pairs.storage import summary
+
+    config = ConvertConfig(action_hz=args.action_hz, smooth_s=args.smooth_s, egos=args.egos)
+    pairs, meta = convert_file(args.input, args.output, args.format, config)
+    print(summary(pairs, meta))
+    print(f"wrote {args.output}")
+
+
+def _cmd_summary(args: argparse.Namespace) -> None:
+    from drive_drail.pairs.storage import read_pairs, summary
+
+    pairs, meta = read_pairs(args.pairs)
+    print(summary(pairs, {**meta, "output": args.pairs}))
+
+
+def _cmd_record(args: argparse.Namespace) -> None:
+    from drive_drail.record import record_episodes
+    from drive_drail.scenario import load_scenario
+
+    scenario = load_scenario(args.scenario)
+    path = record_episodes(scenario, n_episodes=args.episodes, seed=args.seed, out_path=args.output, progress=not args.quiet)
+    print(f"wrote {path}")
+
+
+def _cmd_scenarios(args: argparse.Namespace) -> None:
+    from drive_drail.scenario import list_scenarios, load_scenario
+
+    for name in list_scenarios():
+        s = load_scenario(name)
+        print(f"{s.name:<24} {s.simulator:<10} {s.task:<12} {s.env_id}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="drive-drail",
+        description="Driving logs -> expert pairs -> DRAIL imitation learning -> closed-loop evaluation -> deploy.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("convert", help="convert a driving log into a Parquet dataset of expert (obs, action) pairs",
+                       description="Convert a driving log (highD, NGSIM, ScenarioNet or a drive-drail sim log) into expert pairs.")
+    p.add_argument("input", help="log file or folder (highD XX_tracks.csv, NGSIM csv, ScenarioNet .pkl/folder, sim log .parquet)")
+    p.add_argument("-o", "--output", required=True, help="output pairs file (.parquet)")
+    p.add_argument("--format", default="auto", help="auto (default), highd, ngsim, scenarionet or simlog")
+    p.add_argument("--action-hz", type=float, default=5.0, help="action rate [Hz]; the log's frame rate must be a multiple (default 5)")
+    p.add_argument("--smooth-s", type=float, default=None, help="position smoothing width [s] for logs without headings")
+    p.add_argument("--egos", choices=["expert", "all"], default="expert", help="tracks used as egos (default: expert)")
+    p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("summary", help="print the summary of a pairs dataset", description="Print a pairs dataset's summary.")
+    p.add_argument("pairs", help="pairs .parquet file")
+    p.set_defaults(func=_cmd_summary)
+
+    p = sub.add_parser("record", help="record a scripted expert's episodes as a drive-drail log",
+                       description="Run a scenario's scripted expert and log every vehicle at every simulation step.")
+    p.add_argument("--scenario", required=True, help="scenario name (scenarios/NAME.yaml) or path")
+    p.add_argument("--episodes", type=int, default=10, help="number of episodes (default 10)")
+    p.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
+    p.add_argument("-o", "--output", required=True, help="output log (.parquet)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_record)
+
+    p = sub.add_parser("scenarios", help="list the available scenarios", description="List scenarios/ files.")
+    p.set_defaults(func=_cmd_scenarios)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except UserError as exc:
+        print(f"drive-drail {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"drive-drail {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except FileNotFoundError as exc:
+        print(f"drive-drail {args.command}: error: {exc.filename or exc}: no such file", file=sys.stderr)
+        return EXIT_USER_ERROR
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

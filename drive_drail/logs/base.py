@@ -1,0 +1,157 @@
+"""The record format every log reader produces: a tidy track table in the spec frame.
+
+Each reader (highD, NGSIM, ScenarioNet, the project's own sim logs) turns one source
+into a :class:`TrackLog`: one row per (vehicle, frame), columns in
+:data:`TRACK_COLUMNS`, positions already converted into the spec frame
+(x along the driving direction, y left, metres, radians). The pairs stage only ever
+sees this table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+
+from drive_drail.errors import UserError
+
+TRACK_FORMAT_VERSION = "1.0"
+
+TRACK_COLUMNS: dict[str, str] = {
+    "scene_id": "int64",  # vehicles that share a carriageway at a frame form one scene
+    "track_id": "int64",  # unique within a scene_id
+    "frame": "int64",  # consecutive integers at frame_rate_hz
+    "t_s": "float64",
+    "x_m": "float64",
+    "y_m": "float64",
+    "vx_mps": "float64",
+    "vy_mps": "float64",
+    "heading_rad": "float64",  # NaN where the source does not log headings
+    "length_m": "float64",
+    "width_m": "float64",
+    "lane_index": "int64",  # 0 = leftmost, -1 unknown
+    "lane_count": "int64",
+    "lane_offset_m": "float64",  # + = left of the lane centre
+    "lane_heading_rad": "float64",
+    "on_ramp": "bool",  # the lane is an on-ramp / acceleration lane (merge labels)
+    "expert": "bool",  # the track may serve as an expert ego
+}
+
+
+class LogError(UserError, ValueError):
+    """A user-facing problem with an input file: printed as one line, exit code 2."""
+
+    def __init__(self, path: str | Path, message: str, column: str | None = None, row: int | None = None):
+        self.path, self.column, self.row, self.detail = str(path), column, row, message
+        where = [self.path]
+        if column is not None:
+            where.append(f"column '{column}'")
+        if row is not None:
+            where.append(f"row {row}")
+        super().__init__(f"{', '.join(where)}: {message}")
+
+
+@dataclass
+class TrackLog:
+    """A log in the record format: the track table plus what it came from."""
+
+    tracks: pd.DataFrame
+    source: str
+    format: str
+    frame_rate_hz: float
+    heading_known: bool
+    """False where headings were estimated (highD, NGSIM): the converter then smooths."""
+    smooth_positions: bool = False
+    """True for noisy sources (NGSIM): positions are smoothed before differentiation."""
+    extra: dict = field(default_factory=dict)
+
+
+class LogReader(Protocol):
+    """Reads one log source into a :class:`TrackLog`; raises :class:`LogError` on bad input."""
+
+    format: str
+
+    def sniff(self, path: Path) -> bool:
+        """True if ``path`` looks like this reader's format."""
+        ...
+
+    def read(self, path: Path) -> TrackLog:
+        ...
+
+
+# --------------------------------------------------------------------------------------
+# Validation helpers shared by the readers. Row numbers are 1-based data rows of the file.
+# --------------------------------------------------------------------------------------
+
+
+def require_columns(df: pd.DataFrame, columns: list[str], path: str | Path) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise LogError(path, f"missing column (found: {', '.join(map(str, df.columns[:12]))})", column=missing[0])
+
+
+def require_numeric(df: pd.DataFrame, columns: list[str], path: str | Path, row_offset: int = 1) -> None:
+    """Every column numeric and finite; names the first bad cell."""
+    for c in columns:
+        s = df[c]
+        if not pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+            num = pd.to_numeric(s, errors="coerce")
+            bad = np.flatnonzero(num.isna().to_numpy() & s.notna().to_numpy())
+            r = int(bad[0]) if bad.size else 0
+            raise LogError(path, f"expected a number, got {str(s.iloc[r])!r}", column=c, row=r + row_offset)
+        v = s.to_numpy(dtype=np.float64, na_value=np.nan)
+        bad = np.flatnonzero(~np.isfinite(v))
+        if bad.size:
+            r = int(bad[0])
+            raise LogError(path, f"value is {v[r]} (NaN or inf)", column=c, row=r + row_offset)
+
+
+def check_unique_frames(df: pd.DataFrame, key: list[str], path: str | Path, column: str, row_offset: int = 1) -> None:
+    """Each vehicle appears at most once per frame (an id reused at two positions is an error)."""
+    dup = df.duplicated(subset=key, keep="first").to_numpy()
+    if dup.any():
+        r = int(np.flatnonzero(dup)[0])
+        ids = ", ".join(f"{k}={df[k].iloc[r]}" for k in key)
+        raise LogError(path, f"duplicated frame for one vehicle ({ids})", column=column, row=r + row_offset)
+
+
+def check_monotonic_frames(
+    df: pd.DataFrame, track: str, frame: str, path: str | Path, row_offset: int = 1
+) -> None:
+    """Within each track, rows must come in strictly increasing frame order, with no gaps."""
+    t = df[track].to_numpy()
+    f = df[frame].to_numpy()
+    same = t[1:] == t[:-1]
+    step = np.diff(f)
+    bad = np.flatnonzero(same & (step <= 0))
+    if bad.size:
+        r = int(bad[0]) + 1
+        raise LogError(path, f"frames not increasing within track {t[r]} ({f[r - 1]} then {f[r]})", column=frame, row=r + row_offset)
+    gap = np.flatnonzero(same & (step > 1))
+    if gap.size:
+        r = int(gap[0]) + 1
+        raise LogError(path, f"frame gap within track {t[r]} ({f[r - 1]} then {f[r]})", column=frame, row=r + row_offset)
+
+
+def check_plausible_speed(
+    speed_mps: np.ndarray, path: str | Path, column: str, max_mps: float = 70.0, row_offset: int = 1, hint: str = ""
+) -> None:
+    """Speeds above ``max_mps`` (252 km/h) reveal a unit mix-up such as feet read as metres."""
+    bad = np.flatnonzero(np.abs(speed_mps) > max_mps)
+    if bad.size:
+        r = int(bad[0])
+        raise LogError(
+            path,
+            f"implausible speed {abs(speed_mps[r]):.1f} m/s (> {max_mps:.0f} m/s){hint}",
+            column=column,
+            row=r + row_offset,
+        )
+
+
+def finalize_tracks(df: pd.DataFrame) -> pd.DataFrame:
+    """Select, order and type the record columns; sort by (scene, track, frame)."""
+    out = pd.DataFrame({c: df[c].astype(t) for c, t in TRACK_COLUMNS.items()})
+    return out.sort_values(["scene_id", "track_id", "frame"], kind="stable").reset_index(drop=True)

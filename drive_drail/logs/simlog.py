@@ -1,0 +1,93 @@
+"""The project's own log format, written by ``drive-drail record``.
+
+A Parquet file holding the record-format track table (:data:`TRACK_COLUMNS`) as it is,
+already in the spec frame, with float64 states, plus key-value metadata:
+``drive_drail.format = "drive-drail-log"``, its version, the frame rate and the
+simulator settings it was recorded with.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from drive_drail.atomic import atomic_path
+from drive_drail.logs.base import (
+    TRACK_COLUMNS,
+    TRACK_FORMAT_VERSION,
+    LogError,
+    TrackLog,
+    check_monotonic_frames,
+    check_unique_frames,
+    finalize_tracks,
+    require_columns,
+)
+
+FORMAT = "simlog"
+MAGIC = "drive-drail-log"
+_META_KEY = b"drive_drail"
+
+
+def write_simlog(path: str | Path, tracks: pd.DataFrame, frame_rate_hz: float, meta: dict | None = None) -> None:
+    """Write a track table (columns :data:`TRACK_COLUMNS`) atomically as a sim log."""
+    table = pa.Table.from_pandas(finalize_tracks(tracks), preserve_index=False)
+    info = {
+        "format": MAGIC,
+        "track_format_version": TRACK_FORMAT_VERSION,
+        "frame_rate_hz": float(frame_rate_hz),
+        "units": {"position": "m", "velocity": "m/s", "angle": "rad", "time": "s"},
+        **(meta or {}),
+    }
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), _META_KEY: json.dumps(info).encode()})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def read_simlog_meta(path: str | Path) -> dict | None:
+    """The log's metadata dict, or None if the file is not a drive-drail sim log."""
+    try:
+        md = pq.read_schema(path).metadata or {}
+    except Exception:
+        return None
+    if _META_KEY not in md:
+        return None
+    info = json.loads(md[_META_KEY])
+    return info if info.get("format") == MAGIC else None
+
+
+class SimLogReader:
+    format = FORMAT
+
+    def sniff(self, path: Path) -> bool:
+        return path.suffix == ".parquet" and read_simlog_meta(path) is not None
+
+    def read(self, path: Path) -> TrackLog:
+        info = read_simlog_meta(path)
+        if info is None:
+            raise LogError(path, "not a drive-drail sim log (no drive_drail metadata)")
+        try:
+            df = pd.read_parquet(path)
+        except Exception as exc:  # truncated or corrupt Parquet
+            raise LogError(path, f"cannot read Parquet ({type(exc).__name__}: {exc})") from None
+        require_columns(df, list(TRACK_COLUMNS), path)
+        states = ["x_m", "y_m", "vx_mps", "vy_mps", "heading_rad", "length_m", "width_m"]
+        v = df[states].to_numpy(np.float64)
+        bad = np.argwhere(~np.isfinite(v))
+        if bad.size:
+            r, c = bad[0]
+            raise LogError(path, "value is NaN or inf", column=states[c], row=int(r) + 1)
+        check_unique_frames(df, ["scene_id", "track_id", "frame"], path, "frame")
+        check_monotonic_frames(df, "track_id", "frame", path)
+        return TrackLog(
+            tracks=finalize_tracks(df),
+            source=str(path),
+            format=FORMAT,
+            frame_rate_hz=float(info["frame_rate_hz"]),
+            heading_known=True,
+            extra={k: v for k, v in info.items() if k not in ("format",)},
+        )

@@ -1,0 +1,116 @@
+"""The deployable policy: a deterministic actor with the observation normaliser folded in.
+
+Training (PPO from stable-baselines3, or BC) produces an actor-critic; what leaves
+training is this small module: ``obs [B, OBS_DIM] -> action [B, 2] in [-1, 1]``.
+:func:`drive_drail.spec.action_to_physical` maps the action to
+``[accel_mps2, steer_rad]``. The evaluator, the ONNX exporter and the runtime loader
+all consume this one type.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from drive_drail import spec
+from drive_drail.atomic import torch_save
+
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
+
+
+@dataclass(frozen=True)
+class ActorConfig:
+    obs_dim: int = spec.OBS_DIM
+    act_dim: int = spec.ACTION_DIM
+    hidden_sizes: tuple[int, ...] = (256, 256)
+    activation: str = "tanh"
+    spec_version: str = spec.SPEC_VERSION
+
+
+def mlp(sizes: list[int], activation: str) -> nn.Sequential:
+    """Linear layers with ``activation`` between them (none after the last)."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(ACTIVATIONS[activation]())
+    return nn.Sequential(*layers)
+
+
+class DeterministicActor(nn.Module):
+    """``action = clip(net((obs - obs_mean) / obs_std), -1, 1)``.
+
+    Args:
+        config: layer sizes and activation.
+        obs_mean, obs_std: ``[obs_dim]`` fixed normaliser (from the expert data).
+    """
+
+    def __init__(self, config: ActorConfig, obs_mean: np.ndarray | None = None, obs_std: np.ndarray | None = None):
+        super().__init__()
+        self.config = config
+        mean = np.zeros(config.obs_dim) if obs_mean is None else np.asarray(obs_mean)
+        std = np.ones(config.obs_dim) if obs_std is None else np.asarray(obs_std)
+        self.register_buffer("obs_mean", torch.as_tensor(mean, dtype=torch.float32))
+        self.register_buffer("obs_std", torch.as_tensor(std, dtype=torch.float32))
+        self.net = mlp([config.obs_dim, *config.hidden_sizes, config.act_dim], config.activation)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """obs ``[B, obs_dim]`` float32 -> action ``[B, act_dim]`` in [-1, 1]."""
+        return torch.clamp(self.net((obs - self.obs_mean) / self.obs_std), -1.0, 1.0)
+
+    @torch.inference_mode()
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """NumPy convenience: ``[B, obs_dim]`` or ``[obs_dim]`` -> action in [-1, 1]."""
+        x = torch.as_tensor(np.asarray(obs, dtype=np.float32))
+        single = x.ndim == 1
+        out = self.forward(x[None] if single else x).numpy()
+        return out[0] if single else out
+
+    # ---------------------------------------------------------------- persistence
+    def save(self, path: str | Path) -> None:
+        """Atomically write config + weights (temp file, then rename)."""
+        payload = {"kind": "drive_drail.DeterministicActor", "config": asdict(self.config), "state_dict": self.state_dict()}
+        torch_save(payload, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "DeterministicActor":
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if payload.get("kind") != "drive_drail.DeterministicActor":
+            raise ValueError(f"{path}: not a drive-drail actor file")
+        cfg = payload["config"]
+        cfg["hidden_sizes"] = tuple(cfg["hidden_sizes"])
+        config = ActorConfig(**cfg)
+        if config.spec_version != spec.SPEC_VERSION:
+            raise ValueError(f"{path}: spec version {config.spec_version} != {spec.SPEC_VERSION}")
+        actor = cls(config)
+        actor.load_state_dict(payload["state_dict"])
+        return actor.eval()
+
+    @classmethod
+    def from_sb3(cls, policy: nn.Module, obs_mean: np.ndarray, obs_std: np.ndarray) -> "DeterministicActor":
+        """Copy the mean-action path of an SB3 ``ActorCriticPolicy`` (separate pi/vf MLPs).
+
+        The SB3 policy must have been trained on already-normalised observations
+        (``(obs - obs_mean) / obs_std``); the normaliser is folded in here.
+        """
+        pi_layers = [m for m in policy.mlp_extractor.policy_net if isinstance(m, nn.Linear)]
+        act_name = "tanh" if any(isinstance(m, nn.Tanh) for m in policy.mlp_extractor.policy_net) else "relu"
+        config = ActorConfig(
+            obs_dim=pi_layers[0].in_features if pi_layers else policy.action_net.in_features,
+            act_dim=policy.action_net.out_features,
+            hidden_sizes=tuple(m.out_features for m in pi_layers),
+            activation=act_name,
+        )
+        actor = cls(config, obs_mean, obs_std)
+        src = [*pi_layers, policy.action_net]
+        dst = [m for m in actor.net if isinstance(m, nn.Linear)]
+        with torch.no_grad():
+            for s, d in zip(src, dst):
+                d.weight.copy_(s.weight)
+                d.bias.copy_(s.bias)
+        return actor.eval()
+

@@ -1,0 +1,303 @@
+"""The one observation and action spec shared by logs, simulators, trainer and deploy.
+
+Frame convention (ISO 8855 style, right-handed): x points along the road's driving
+direction, y points to the LEFT, headings are counter-clockwise from +x in radians.
+Every log reader and simulator adapter converts into this frame (highway-env's
+screen frame has y pointing right, so its adapter mirrors y, heading and steering).
+
+Lane indices count from the leftmost lane of the carriageway (0 = leftmost), which is
+highway-env's convention: LANE_LEFT decreases the index.
+
+The observation is computed by ONE pure, vectorised function, :func:`observe_batch`,
+from a :class:`SceneBatch`; :func:`observe` is the single-scene form. The log converter
+and every simulator adapter call it, which is what makes log pairs and simulator
+rollouts the same kind of data.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import NamedTuple, Sequence
+
+import numpy as np
+
+SPEC_VERSION = "1.0"
+
+K_NEIGHBOURS = 6
+"""Number of nearest other vehicles in the observation."""
+
+NEIGHBOUR_RADIUS_M = 100.0
+"""Vehicles whose centre is farther than this from the ego centre are 'absent' [m]."""
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One observation entry: ``normalised = raw / scale``."""
+
+    name: str
+    unit: str
+    scale: float
+    doc: str
+
+
+EGO_FEATURES: tuple[Feature, ...] = (
+    Feature("ego_v_long", "m/s", 40.0, "ego velocity along the lane direction"),
+    Feature("ego_v_lat", "m/s", 5.0, "ego velocity across the lane, +left"),
+    Feature("ego_heading_to_lane", "rad", 0.5, "ego heading minus lane heading, wrapped to (-pi, pi]"),
+    Feature("ego_lane_offset", "m", 2.0, "signed offset of the ego centre from the lane centre, +left"),
+    Feature("ego_lane_index", "lanes", 4.0, "ego lane index, 0 = leftmost"),
+    Feature("ego_lane_count", "lanes", 4.0, "number of lanes of the carriageway"),
+)
+
+NEIGHBOUR_FEATURES: tuple[Feature, ...] = (
+    Feature("present", "1", 1.0, "1 if the slot holds a vehicle within the radius, else 0 (slot all zeros)"),
+    Feature("dx", "m", 100.0, "relative position along the ego heading"),
+    Feature("dy", "m", 10.0, "relative position across the ego heading, +left"),
+    Feature("dvx", "m/s", 20.0, "relative velocity along the ego heading"),
+    Feature("dvy", "m/s", 5.0, "relative velocity across the ego heading, +left"),
+    Feature("cos_dheading", "1", 1.0, "cosine of the relative heading"),
+    Feature("sin_dheading", "1", 1.0, "sine of the relative heading"),
+    Feature("dlane", "lanes", 2.0, "lane index minus the ego lane index (+ = to the right)"),
+)
+
+OBS_FEATURES: tuple[Feature, ...] = EGO_FEATURES + tuple(
+    Feature(f"n{k}_{f.name}", f.unit, f.scale, f"neighbour {k} (k-th nearest): {f.doc}")
+    for k in range(K_NEIGHBOURS)
+    for f in NEIGHBOUR_FEATURES
+)
+OBS_NAMES: tuple[str, ...] = tuple(f.name for f in OBS_FEATURES)
+OBS_DIM = len(OBS_FEATURES)
+_OBS_SCALE = np.array([f.scale for f in OBS_FEATURES], dtype=np.float64)
+
+
+# --------------------------------------------------------------------------------------
+# Action spec
+# --------------------------------------------------------------------------------------
+
+ACCEL_RANGE_MPS2 = (-5.0, 5.0)
+"""Longitudinal acceleration range [m/s^2] (highway-env ContinuousAction's)."""
+
+STEER_RANGE_RAD = (-np.pi / 4, np.pi / 4)
+"""Front-wheel steering angle range [rad], + = left (highway-env's range)."""
+
+ACTION_NAMES = ("accel_mps2", "steer_rad")
+ACTION_DIM = 2
+
+
+class MetaAction(enum.IntEnum):
+    """Discrete meta-action labels; the values match highway-env's DiscreteMetaAction."""
+
+    LANE_LEFT = 0
+    IDLE = 1
+    LANE_RIGHT = 2
+    FASTER = 3
+    SLOWER = 4
+
+
+def action_to_physical(action_unit: np.ndarray) -> np.ndarray:
+    """Map a policy action in [-1, 1]^2 to ``[accel_mps2, steer_rad]``. Shape ``[..., 2]``."""
+    a = np.clip(np.asarray(action_unit, dtype=np.float64), -1.0, 1.0)
+    lo = np.array([ACCEL_RANGE_MPS2[0], STEER_RANGE_RAD[0]])
+    hi = np.array([ACCEL_RANGE_MPS2[1], STEER_RANGE_RAD[1]])
+    return lo + (a + 1.0) * 0.5 * (hi - lo)
+
+
+def action_to_unit(action_physical: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`action_to_physical`, clipped to [-1, 1]. Shape ``[..., 2]``."""
+    a = np.asarray(action_physical, dtype=np.float64)
+    lo = np.array([ACCEL_RANGE_MPS2[0], STEER_RANGE_RAD[0]])
+    hi = np.array([ACCEL_RANGE_MPS2[1], STEER_RANGE_RAD[1]])
+    return np.clip(2.0 * (a - lo) / (hi - lo) - 1.0, -1.0, 1.0)
+
+
+# --------------------------------------------------------------------------------------
+# Scene snapshot
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Vehicle:
+    """One vehicle of a scene snapshot, in the spec frame."""
+
+    x_m: float
+    y_m: float
+    vx_mps: float
+    vy_mps: float
+    heading_rad: float
+    length_m: float
+    width_m: float
+    lane: int
+    """Lane index, 0 = leftmost; -1 if unknown."""
+
+
+@dataclass(frozen=True)
+class LaneContext:
+    """The ego's lane, as both logs and simulators provide it."""
+
+    count: int
+    offset_m: float
+    """Signed offset of the ego centre from its lane centre, + = left [m]."""
+    heading_rad: float
+    """Direction of the lane at the ego position [rad]."""
+
+
+@dataclass(frozen=True)
+class Scene:
+    """A scene snapshot: the ego, every other vehicle on its carriageway, the ego lane."""
+
+    ego: Vehicle
+    others: Sequence[Vehicle]
+    lane: LaneContext
+
+
+class SceneBatch(NamedTuple):
+    """B padded scenes of M vehicle slots each, in the spec frame.
+
+    Per-vehicle arrays have shape ``[B, M]``; ``valid`` marks real vehicles, ``ego``
+    ``[B]`` holds the ego slot of each scene; the lane arrays have shape ``[B]`` and
+    describe the ego lane.
+    """
+
+    x_m: np.ndarray
+    y_m: np.ndarray
+    vx_mps: np.ndarray
+    vy_mps: np.ndarray
+    heading_rad: np.ndarray
+    lane: np.ndarray
+    valid: np.ndarray
+    ego: np.ndarray
+    lane_count: np.ndarray
+    lane_offset_m: np.ndarray
+    lane_heading_rad: np.ndarray
+
+
+def wrap_angle(angle_rad: np.ndarray) -> np.ndarray:
+    """Wrap angles to (-pi, pi]."""
+    return np.pi - np.mod(np.pi - np.asarray(angle_rad), 2.0 * np.pi)
+
+
+def scene_to_batch(scene: Scene) -> SceneBatch:
+    """A one-scene :class:`SceneBatch` with the ego in slot 0."""
+    vehicles = [scene.ego, *scene.others]
+
+    def column(name: str, dtype: type = np.float64) -> np.ndarray:
+        return np.array([[getattr(v, name) for v in vehicles]], dtype=dtype)
+
+    return SceneBatch(
+        x_m=column("x_m"),
+        y_m=column("y_m"),
+        vx_mps=column("vx_mps"),
+        vy_mps=column("vy_mps"),
+        heading_rad=column("heading_rad"),
+        lane=column("lane", np.int64),
+        valid=np.ones((1, len(vehicles)), dtype=bool),
+        ego=np.zeros(1, dtype=np.int64),
+        lane_count=np.array([scene.lane.count], dtype=np.float64),
+        lane_offset_m=np.array([scene.lane.offset_m], dtype=np.float64),
+        lane_heading_rad=np.array([scene.lane.heading_rad], dtype=np.float64),
+    )
+
+
+def observe(scene: Scene) -> np.ndarray:
+    """Normalised observation of one scene, shape ``[OBS_DIM]``, float32."""
+    return observe_batch(scene_to_batch(scene))[0]
+
+
+def observe_batch(scenes: SceneBatch) -> np.ndarray:
+    """Normalised observations of B scenes, shape ``[B, OBS_DIM]``, float32.
+
+    Pure and vectorised: no loop over scenes or vehicles. Neighbour slots are ordered
+    by centre distance to the ego (nearest first); slots without a vehicle within
+    :data:`NEIGHBOUR_RADIUS_M` are all zeros.
+    """
+    b = np.arange(scenes.x_m.shape[0])
+    e = scenes.ego
+    ego_x, ego_y = scenes.x_m[b, e], scenes.y_m[b, e]
+    ego_vx, ego_vy = scenes.vx_mps[b, e], scenes.vy_mps[b, e]
+    ego_h = scenes.heading_rad[b, e]
+    ego_lane = scenes.lane[b, e]
+
+    # Ego velocity in the lane frame.
+    cl, sl = np.cos(scenes.lane_heading_rad), np.sin(scenes.lane_heading_rad)
+    ego_feats = np.stack(
+        [
+            ego_vx * cl + ego_vy * sl,
+            -ego_vx * sl + ego_vy * cl,
+            wrap_angle(ego_h - scenes.lane_heading_rad),
+            scenes.lane_offset_m,
+            ego_lane.astype(np.float64),
+            scenes.lane_count.astype(np.float64),
+        ],
+        axis=1,
+    )
+
+    # Neighbours: relative state rotated into the ego frame.
+    ch, sh = np.cos(ego_h)[:, None], np.sin(ego_h)[:, None]
+    rx, ry = scenes.x_m - ego_x[:, None], scenes.y_m - ego_y[:, None]
+    rvx, rvy = scenes.vx_mps - ego_vx[:, None], scenes.vy_mps - ego_vy[:, None]
+    dist2 = rx * rx + ry * ry
+    candidate = scenes.valid & (dist2 <= NEIGHBOUR_RADIUS_M**2)
+    candidate[b, e] = False
+    dist2 = np.where(candidate, dist2, np.inf)
+
+    m = dist2.shape[1]
+    k = min(K_NEIGHBOURS, m)
+    if m > k:
+        nearest = np.argpartition(dist2, k - 1, axis=1)[:, :k]
+    else:
+        nearest = np.broadcast_to(np.arange(m), dist2.shape).copy()
+    order = np.argsort(np.take_along_axis(dist2, nearest, axis=1), axis=1, kind="stable")
+    nearest = np.take_along_axis(nearest, order, axis=1)  # [B, k]
+
+    def gather(a: np.ndarray) -> np.ndarray:
+        return np.take_along_axis(a, nearest, axis=1)
+
+    present = gather(candidate)
+    g_rx, g_ry, g_rvx, g_rvy = gather(rx), gather(ry), gather(rvx), gather(rvy)
+    dh = gather(scenes.heading_rad) - ego_h[:, None]
+    dlane = np.where(
+        (gather(scenes.lane) >= 0) & (ego_lane[:, None] >= 0),
+        gather(scenes.lane) - ego_lane[:, None],
+        0,
+    ).astype(np.float64)
+    neigh = np.stack(
+        [
+            np.ones_like(g_rx),
+            g_rx * ch + g_ry * sh,
+            -g_rx * sh + g_ry * ch,
+            g_rvx * ch + g_rvy * sh,
+            -g_rvx * sh + g_rvy * ch,
+            np.cos(dh),
+            np.sin(dh),
+            dlane,
+        ],
+        axis=2,
+    )  # [B, k, F]
+    neigh = np.where(present[:, :, None], neigh, 0.0)
+    if k < K_NEIGHBOURS:
+        pad = np.zeros((neigh.shape[0], K_NEIGHBOURS - k, neigh.shape[2]))
+        neigh = np.concatenate([neigh, pad], axis=1)
+
+    raw = np.concatenate([ego_feats, neigh.reshape(neigh.shape[0], -1)], axis=1)
+    return (raw / _OBS_SCALE).astype(np.float32)
+
+
+def spec_dict() -> dict:
+    """The spec as plain data, written into Parquet metadata and deploy manifests."""
+    return {
+        "spec_version": SPEC_VERSION,
+        "frame": "x along driving direction, y left, heading CCW [rad]",
+        "k_neighbours": K_NEIGHBOURS,
+        "neighbour_radius_m": NEIGHBOUR_RADIUS_M,
+        "observation": [
+            {"name": f.name, "unit": f.unit, "scale": f.scale, "doc": f.doc} for f in OBS_FEATURES
+        ],
+        "action": {
+            "names": list(ACTION_NAMES),
+            "accel_range_mps2": list(ACCEL_RANGE_MPS2),
+            "steer_range_rad": list(STEER_RANGE_RAD),
+            "policy_range": [-1.0, 1.0],
+        },
+        "meta_actions": {m.name: int(m) for m in MetaAction},
+    }
