@@ -42,6 +42,33 @@ def _cmd_record(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
+def _cmd_train(args: argparse.Namespace) -> None:
+    from drive_drail.train.adversarial import TrainingDiverged, train
+    from drive_drail.train.config import TrainConfig
+
+    config = TrainConfig(
+        scenario=args.scenario,
+        algo=args.algo,
+        demos=args.demos or "",
+        steps=args.steps,
+        seed=args.seed,
+        n_envs=args.n_envs,
+        out=args.out or f"runs/{args.scenario}-{args.algo}-s{args.seed}",
+        n_steps=args.n_steps,
+        bc_warm_start=not args.no_bc_warm_start,
+        bc_epochs=args.bc_epochs,
+        fused=not args.unshared,
+        task_filter=args.task_filter,
+    )
+    if args.resume and not args.demos:
+        config.demos = "(from checkpoint)"
+    try:
+        run_dir = train(config, resume=args.resume, progress=not args.quiet)
+    except TrainingDiverged as exc:
+        raise UserError(f"training diverged: {exc}; the last good checkpoint is in {config.out}/checkpoints") from None
+    print(f"run folder {run_dir}: actor.pt, metrics.csv, checkpoints/")
+
+
 def _cmd_scenarios(args: argparse.Namespace) -> None:
     from drive_drail.scenario import list_scenarios, load_scenario
 
@@ -79,6 +106,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output log (.parquet)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_record)
+
+    p = sub.add_parser("train", help="train a policy by DRAIL or a baseline (GAIL, DiffAIL, DRAIL-UN, BC)",
+                       description="Adversarial imitation (PPO + discriminator) or behaviour cloning on expert pairs.")
+    p.add_argument("--scenario", required=True, help="scenario name or path")
+    p.add_argument("--algo", default="drail", help="drail (default), drail-un, gail, diffail or bc")
+    p.add_argument("--demos", help="expert pairs .parquet (from `drive-drail convert`)")
+    p.add_argument("--steps", type=int, default=20_000, help="environment steps (default 20000)")
+    p.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
+    p.add_argument("--n-envs", type=int, default=2, help="parallel environment workers (default 2)")
+    p.add_argument("--n-steps", type=int, default=256, help="rollout steps per worker per iteration (default 256)")
+    p.add_argument("--bc-epochs", type=int, default=30, help="behaviour-cloning epochs (default 30)")
+    p.add_argument("--no-bc-warm-start", action="store_true", help="start PPO from a random policy")
+    p.add_argument("--unshared", action="store_true", help="DRAIL: score the two labels with their own t and eps")
+    p.add_argument("--task-filter", action="store_true", help="train only on pairs labelled with the scenario's manoeuvre")
+    p.add_argument("--out", help="run folder (default runs/SCENARIO-ALGO-sSEED)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("scenarios", help="list the available scenarios", description="List scenarios/ files.")
     p.set_defaults(func=_cmd_scenarios)

@@ -1,0 +1,279 @@
+"""The adversarial imitation loop of METHOD.md (Algorithm 1), with PPO from stable-baselines3.
+
+    for i = 0, 1, 2, ...:
+        collect agent transitions with the current policy          (PPO.collect_rollouts)
+        update phi with the gradient of L_D, expert vs agent       (Eq. 3)
+        relabel the collected transitions with r_phi               (Eq. 4)
+        update the policy to maximise r_phi with PPO               (PPO.train)
+
+One loop serves every algorithm: ``drail``, ``drail-un``, ``gail`` and ``diffail`` differ
+only in the discriminator (``make_discriminator``); ``bc`` stops after behaviour cloning.
+
+Terminations are handled on purpose (METHOD.md pitfalls):
+* time-limit truncation is not termination: the truncated step's reward is bootstrapped
+  with ``gamma * V(s_final)``;
+* a crash terminates into an ABSORBING state (DAC, Kostrikov et al. 2019): the
+  discriminator sees absorbing pairs (flag 1) among the agent data, never in the expert
+  data, and the terminal step earns ``r(s, a) + gamma / (1 - gamma) * r(absorbing)``, the
+  return of looping in that state forever. So ending an episode is priced by the
+  discriminator rather than by the sign of the reward.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.utils import obs_as_tensor, set_random_seed
+from tqdm import tqdm
+
+from drive_drail import spec
+from drive_drail.atomic import write_json
+from drive_drail.errors import UserError
+from drive_drail.models.discriminators import make_discriminator
+from drive_drail.models.policy import DeterministicActor
+from drive_drail.scenario import load_scenario
+from drive_drail.sim.base import INFO_CRASHED, INFO_SPEED_MPS, INFO_SUCCESS
+from drive_drail.train import checkpoint
+from drive_drail.train.bc import behaviour_clone
+from drive_drail.train.config import TrainConfig
+from drive_drail.train.demos import Demos, load_demos
+from drive_drail.train.envs import make_vec_env
+from drive_drail.train.metrics import MetricsLog
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss or a parameter became NaN/inf."""
+
+
+class TransitionRecorder(BaseCallback):
+    """Records, during a rollout, what the relabelling step needs: where episodes ended and how."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.truncated: list[tuple[int, int, np.ndarray]] = []  # (step, env, final obs)
+        self.terminated: list[tuple[int, int]] = []  # (step, env)
+        self.episodes: list[dict] = []
+        self._step = 0
+        self._ep_return: np.ndarray | None = None
+        self._ep_speed: np.ndarray | None = None
+        self._ep_len: np.ndarray | None = None
+
+    def _on_rollout_start(self) -> None:
+        self.truncated, self.terminated, self.episodes, self._step = [], [], [], 0
+
+    def _on_step(self) -> bool:
+        dones, infos = self.locals["dones"], self.locals["infos"]
+        n = len(dones)
+        if self._ep_len is None:
+            self._ep_len, self._ep_speed = np.zeros(n), np.zeros(n)
+        self._ep_len += 1
+        self._ep_speed += [info.get(INFO_SPEED_MPS, 0.0) for info in infos]
+        for env_idx in np.flatnonzero(dones):
+            info = infos[env_idx]
+            if info.get("TimeLimit.truncated", False):
+                self.truncated.append((self._step, int(env_idx), info["terminal_observation"]))
+            else:
+                self.terminated.append((self._step, int(env_idx)))
+            self.episodes.append(
+                {
+                    "length": float(self._ep_len[env_idx]),
+                    "crashed": float(bool(info.get(INFO_CRASHED, False))),
+                    "success": float(bool(info.get(INFO_SUCCESS, False))),
+                    "mean_speed_mps": float(self._ep_speed[env_idx] / max(self._ep_len[env_idx], 1)),
+                }
+            )
+            self._ep_len[env_idx], self._ep_speed[env_idx] = 0, 0.0
+        self._step += 1
+        return True
+
+
+def _with_flag(obs: np.ndarray, flag: float) -> np.ndarray:
+    return np.concatenate([obs, np.full((len(obs), 1), flag, dtype=np.float32)], axis=1)
+
+
+def _check_finite(model: PPO, iteration: int, values: dict[str, float]) -> None:
+    for name, value in values.items():
+        if not math.isfinite(value):
+            raise TrainingDiverged(f"{name} is {value} at iteration {iteration}")
+    for name, p in model.policy.named_parameters():
+        if not torch.isfinite(p).all():
+            raise TrainingDiverged(f"policy parameter {name} is NaN/inf at iteration {iteration}")
+
+
+def build_ppo(config: TrainConfig, env, seed: int) -> PPO:
+    lr = config.learning_rate
+    return PPO(
+        "MlpPolicy",
+        env,
+        learning_rate=lambda progress_remaining: lr * progress_remaining,  # linear decay
+        n_steps=config.n_steps,
+        batch_size=config.batch_size,
+        n_epochs=config.ppo_epochs,
+        gamma=config.gamma,
+        gae_lambda=config.gae_lambda,
+        clip_range=config.clip_range,
+        ent_coef=config.ent_coef,
+        vf_coef=config.vf_coef,
+        max_grad_norm=config.max_grad_norm,
+        policy_kwargs={
+            "net_arch": {"pi": list(config.policy_hidden), "vf": list(config.policy_hidden)},
+            "activation_fn": torch.nn.Tanh,
+            "log_std_init": config.init_log_std,
+        },
+        seed=seed,
+        device="cpu",
+        verbose=0,
+    )
+
+
+def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
+    """Run (or resume) one training run; returns the run folder holding ``actor.pt``."""
+    run_dir = Path(config.out)
+    if resume:
+        saved = checkpoint.load_config(run_dir)
+        if saved is None:
+            raise UserError(f"{run_dir}: nothing to resume (no checkpoint found)")
+        config = saved
+    elif checkpoint.latest(run_dir) is not None:
+        raise UserError(f"{run_dir}: a run exists there; pass --resume to continue it or choose another --out")
+    config.validate()
+    scenario = load_scenario(config.scenario)
+    demos = load_demos(config.demos, scenario.task if config.task_filter else None, scenario.policy_frequency_hz)
+    set_random_seed(config.seed)
+    write_json(run_dir / "config.json", config.to_dict())
+
+    # Expert data standardised once, with its own fixed statistics.
+    expert_obs = (demos.obs - demos.obs_mean) / demos.obs_std
+    expert_act = demos.action_unit
+
+    env = make_vec_env(config.scenario, config.n_envs, demos.obs_mean, demos.obs_std, seed_offset=config.seed)
+    try:
+        return _train_loop(config, run_dir, env, demos, expert_obs, expert_act, resume, progress)
+    finally:
+        env.close()
+
+
+def _train_loop(config, run_dir, env, demos: Demos, expert_obs, expert_act, resume, progress) -> Path:
+    model = build_ppo(config, env, config.seed)
+    disc = None
+    if config.algo != "bc":
+        disc_obs_dim = spec.OBS_DIM + (1 if config.absorbing else 0)
+        disc = make_discriminator(
+            config.algo,
+            obs_dim=disc_obs_dim,
+            act_dim=spec.ACTION_DIM,
+            seed=config.seed,
+            lr=config.disc_lr,
+            hidden=config.disc_hidden,
+            epochs=config.disc_epochs,
+            batch_size=config.disc_batch,
+            fused=config.fused,
+        )
+    metrics = MetricsLog(run_dir / "metrics.csv")
+    iterations = max(1, config.steps // (config.n_steps * config.n_envs))
+    start = 0
+
+    if resume:
+        state = checkpoint.restore(run_dir, model, disc)
+        start = state.iteration
+        metrics.truncate_after(state.global_step)
+    else:
+        if config.algo == "bc" or config.bc_warm_start:
+            bc = behaviour_clone(model.policy, expert_obs, expert_act, config.bc_epochs, config.bc_lr, config.seed)
+            metrics.write(0, {f"bc/{k}": v for k, v in bc.items()})
+        if config.algo == "bc":
+            iterations = 0
+
+    recorder = TransitionRecorder()
+    total_timesteps = iterations * config.n_steps * config.n_envs
+    _, callback = model._setup_learn(total_timesteps, recorder, reset_num_timesteps=not resume)
+    if resume:
+        model.num_timesteps = state.global_step
+    callback.on_training_start(locals(), globals())
+    ret_std = checkpoint.RunningStd() if not resume else state.ret_std
+    bar = tqdm(total=total_timesteps, initial=model.num_timesteps, unit="step", disable=not progress, desc=config.algo)
+    buf = model.rollout_buffer
+
+    for iteration in range(start, iterations):
+        t0 = time.perf_counter()
+        # 1. Collect agent transitions with the current policy.
+        model.collect_rollouts(env, callback, buf, n_rollout_steps=config.n_steps)
+        n_steps, n_envs = buf.buffer_size, buf.n_envs
+        agent_obs = buf.observations.reshape(n_steps * n_envs, -1).astype(np.float32)
+        agent_act = np.clip(buf.actions.reshape(n_steps * n_envs, -1), -1.0, 1.0).astype(np.float32)
+        row = {}
+
+        # 2. Update phi with the gradient of L_D: expert batch vs agent batch (Eq. 3).
+        e_obs, a_obs = expert_obs, agent_obs
+        a_act = agent_act
+        if config.absorbing:
+            e_obs, a_obs = _with_flag(expert_obs, 0.0), _with_flag(agent_obs, 0.0)
+            n_abs = len(recorder.terminated)
+            if n_abs:
+                absorbing = _with_flag(np.zeros((n_abs, spec.OBS_DIM), np.float32), 1.0)
+                a_obs = np.concatenate([a_obs, absorbing])
+                a_act = np.concatenate([a_act, np.zeros((n_abs, spec.ACTION_DIM), np.float32)])
+        row.update({f"disc/{k}": v for k, v in disc.update(e_obs, expert_act, a_obs, a_act).items()})
+
+        # 3. Relabel the collected transitions with r_phi = log D - log(1 - D) (Eq. 4).
+        r_obs = _with_flag(agent_obs, 0.0) if config.absorbing else agent_obs
+        reward = disc.reward(r_obs, agent_act).reshape(n_steps, n_envs).astype(np.float32)
+        row["charts/reward_mean"], row["charts/reward_std"] = float(reward.mean()), float(reward.std())
+        if config.absorbing and recorder.terminated:
+            r_abs = float(disc.reward(_with_flag(np.zeros((1, spec.OBS_DIM), np.float32), 1.0), np.zeros((1, 2), np.float32))[0])
+            row["charts/reward_absorbing"] = r_abs
+            for step, env_idx in recorder.terminated:
+                reward[step, env_idx] += config.gamma / (1.0 - config.gamma) * r_abs
+        if recorder.truncated:  # time limit: bootstrap, the episode would have gone on
+            final_obs = np.stack([o for _, _, o in recorder.truncated]).astype(np.float32)
+            with torch.no_grad():
+                v_final = model.policy.predict_values(obs_as_tensor(final_obs, model.device)).cpu().numpy()[:, 0]
+            for (step, env_idx, _), v in zip(recorder.truncated, v_final):
+                reward[step, env_idx] += config.gamma * v
+        if config.reward_norm:
+            ret_std.update(reward, buf.episode_starts, config.gamma)
+            reward = reward / ret_std.std
+        buf.rewards[:] = reward
+        with torch.no_grad():
+            last_values = model.policy.predict_values(obs_as_tensor(model._last_obs, model.device))
+        buf.compute_returns_and_advantage(last_values=last_values, dones=model._last_episode_starts)
+
+        # 4. Update the policy to maximise r_phi with PPO.
+        model._update_current_progress_remaining(model.num_timesteps, total_timesteps)
+        model.train()
+        sb3 = dict(model.logger.name_to_value)
+        row.update(
+            {
+                "losses/policy_loss": sb3.get("train/policy_gradient_loss", float("nan")),
+                "losses/value_loss": sb3.get("train/value_loss", float("nan")),
+                "losses/entropy": -sb3.get("train/entropy_loss", float("nan")),
+                "losses/approx_kl": sb3.get("train/approx_kl", float("nan")),
+                "losses/clip_fraction": sb3.get("train/clip_fraction", float("nan")),
+                "charts/learning_rate": sb3.get("train/learning_rate", float("nan")),
+            }
+        )
+        if recorder.episodes:
+            for key in ("length", "crashed", "success", "mean_speed_mps"):
+                row[f"charts/episode_{key}"] = float(np.mean([e[key] for e in recorder.episodes]))
+            row["charts/episodes"] = len(recorder.episodes)
+        row["charts/sps"] = n_steps * n_envs / (time.perf_counter() - t0)
+        _check_finite(model, iteration, {k: v for k, v in row.items() if k.startswith(("losses/", "disc/loss"))})
+        metrics.write(model.num_timesteps, row)
+        bar.update(n_steps * n_envs)
+        bar.set_postfix(D_exp=f"{row.get('disc/D_expert', float('nan')):.2f}", D_agent=f"{row.get('disc/D_agent', float('nan')):.2f}")
+
+        if (iteration + 1) % config.checkpoint_every == 0 or iteration + 1 == iterations:
+            checkpoint.save(run_dir, iteration + 1, model, disc, demos, ret_std, config)
+    bar.close()
+
+    actor = DeterministicActor.from_sb3(model.policy, demos.obs_mean, demos.obs_std)
+    actor.save(run_dir / "actor.pt")
+    if iterations == 0:  # BC: the only checkpoint is the final one
+        checkpoint.save(run_dir, 0, model, disc, demos, ret_std, config)
+    return run_dir

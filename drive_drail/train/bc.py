@@ -1,0 +1,58 @@
+"""Behaviour cloning of an SB3 actor-critic's mean action: the BC baseline and the warm start."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def policy_mean(policy: nn.Module, obs: torch.Tensor) -> torch.Tensor:
+    """Mean action ``[B, act_dim]`` of an SB3 ``ActorCriticPolicy`` (pre-clipping)."""
+    features = policy.extract_features(obs, policy.pi_features_extractor)
+    return policy.action_net(policy.mlp_extractor.forward_actor(features))
+
+
+def behaviour_clone(
+    policy: nn.Module,
+    obs: np.ndarray,
+    action_unit: np.ndarray,
+    epochs: int,
+    lr: float,
+    seed: int,
+    batch_size: int = 256,
+    val_fraction: float = 0.1,
+) -> dict[str, float]:
+    """Regress the policy's mean action onto expert actions (MSE), in place.
+
+    Args:
+        obs: ``[N, obs_dim]`` standardised expert observations.
+        action_unit: ``[N, act_dim]`` expert actions in [-1, 1].
+    Returns:
+        final train and held-out MSE.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.as_tensor(obs, dtype=torch.float32)
+    y = torch.as_tensor(action_unit, dtype=torch.float32)
+    perm = torch.randperm(len(x), generator=gen)
+    n_val = int(len(x) * val_fraction) if len(x) >= 20 else 0
+    val, trn = perm[:n_val], perm[n_val:]
+    params = [*policy.mlp_extractor.policy_net.parameters(), *policy.action_net.parameters()]
+    opt = torch.optim.Adam(params, lr=lr)
+    train_loss = float("nan")
+    for _ in range(epochs):
+        order = trn[torch.randperm(len(trn), generator=gen)]
+        losses = []
+        for i in range(0, len(order), batch_size):
+            idx = order[i : i + batch_size]
+            loss = torch.mean((policy_mean(policy, x[idx]) - y[idx]) ** 2)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        train_loss = float(np.mean(losses))
+        if not np.isfinite(train_loss):
+            raise FloatingPointError(f"behaviour cloning loss is {train_loss}")
+    with torch.no_grad():
+        val_loss = float(torch.mean((policy_mean(policy, x[val]) - y[val]) ** 2)) if n_val else float("nan")
+    return {"train_mse": train_loss, "val_mse": val_loss}

@@ -1,0 +1,89 @@
+"""The training configuration: one typed dataclass, a docstring per field."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+ALGOS = ("drail", "drail-un", "gail", "diffail", "bc")
+
+
+@dataclass
+class TrainConfig:
+    scenario: str = "lane_change"
+    """Scenario name (scenarios/NAME.yaml) or path."""
+    algo: str = "drail"
+    """drail | drail-un | gail | diffail | bc."""
+    demos: str = ""
+    """Expert pairs file (.parquet) made by `drive-drail convert`."""
+    task_filter: bool = False
+    """Train only on pairs labelled with the scenario's manoeuvre (else all pairs of the file)."""
+    steps: int = 20_000
+    """Environment steps (all workers together)."""
+    seed: int = 0
+    """Seeds torch, numpy, the environments and the discriminator's noise."""
+    n_envs: int = 2
+    """Parallel environment workers (subprocesses when > 1)."""
+    out: str = "runs/run"
+    """Run folder: metrics.csv, checkpoints/, actor.pt, config.json."""
+
+    # PPO (stable-baselines3); METHOD.md's settings of the public implementation.
+    n_steps: int = 256
+    """Environment steps per worker per iteration (rollout length)."""
+    batch_size: int = 128
+    ppo_epochs: int = 10
+    learning_rate: float = 3e-4
+    """Linearly decayed to 0 over the run."""
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_range: float = 0.2
+    ent_coef: float = 1e-3
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    policy_hidden: tuple[int, ...] = (256, 256)
+    init_log_std: float = -1.0
+    """Initial log std of the Gaussian policy (exploration around the BC mean)."""
+
+    # Discriminator
+    disc_lr: float = 3e-4
+    disc_epochs: int = 2
+    """Discriminator passes over each rollout per iteration."""
+    disc_batch: int = 128
+    """Expert (and agent) minibatch size."""
+    disc_hidden: int = 256
+    fused: bool = True
+    """DRAIL: score both labels in one pass sharing t and eps (False: two passes, own t and eps)."""
+    absorbing: bool = True
+    """Treat crash terminations as entering an absorbing state whose reward the discriminator learns (DAC)."""
+    reward_norm: bool = False
+    """Divide rewards by the running std of the discounted return."""
+
+    # BC
+    bc_epochs: int = 30
+    """Epochs of behaviour cloning (the BC algorithm, or the warm start)."""
+    bc_warm_start: bool = True
+    """Initialise the adversarial policy by BC before PPO."""
+    bc_lr: float = 1e-3
+
+    checkpoint_every: int = 1
+    """Iterations between checkpoints."""
+
+    def validate(self) -> None:
+        from drive_drail.errors import UserError
+
+        if self.algo not in ALGOS:
+            raise UserError(f"--algo: unknown algorithm {self.algo!r} (choose from {', '.join(ALGOS)})")
+        if not self.demos:
+            raise UserError("--demos: an expert pairs file is required (make one with `drive-drail convert`)")
+        if self.steps <= 0 or self.n_envs <= 0 or self.n_steps <= 0:
+            raise UserError("--steps, --n-envs and --n-steps must be positive")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        if "policy_hidden" in kwargs:
+            kwargs["policy_hidden"] = tuple(kwargs["policy_hidden"])
+        return cls(**kwargs)

@@ -1,0 +1,70 @@
+"""Training environments: the scenario's adapter, fixed obs normalisation, declared seeds."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import gymnasium as gym
+import numpy as np
+
+
+class FixedObsNormalizer(gym.ObservationWrapper):
+    """``(obs - mean) / std`` with statistics fixed from the expert data.
+
+    The statistics never update from agent data, so the discriminator and the policy see
+    the same features the expert pairs were standardised with (METHOD.md pitfalls).
+    """
+
+    def __init__(self, env: gym.Env, mean: np.ndarray, std: np.ndarray):
+        super().__init__(env)
+        self.mean = np.asarray(mean, dtype=np.float32)
+        self.std = np.asarray(std, dtype=np.float32)
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=self.mean.shape, dtype=np.float32)
+
+    def observation(self, observation: np.ndarray) -> np.ndarray:
+        return ((observation - self.mean) / self.std).astype(np.float32)
+
+
+class DeclaredSeeds(gym.Wrapper):
+    """Reset episode ``n`` of worker ``w`` (of ``W``) with ``seeds[(offset + n * W + w) % len(seeds)]``.
+
+    Makes a run repeatable and keeps training on the scenario's train seeds (never its
+    held-out evaluation seeds).
+    """
+
+    def __init__(self, env: gym.Env, seeds: list[int], worker: int, n_workers: int, offset: int = 0):
+        super().__init__(env)
+        self.seeds, self.worker, self.n_workers, self.offset = list(seeds), worker, n_workers, offset
+        self.episode = 0
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        k = (self.offset + self.episode * self.n_workers + self.worker) % len(self.seeds)
+        self.episode += 1
+        return self.env.reset(seed=int(self.seeds[k]), options=options)
+
+
+def env_factory(
+    scenario_name: str, worker: int, n_workers: int, mean: np.ndarray, std: np.ndarray, seed_offset: int
+) -> Callable[[], gym.Env]:
+    """A picklable constructor for one worker (SubprocVecEnv calls it in the child)."""
+
+    def make() -> gym.Env:
+        from drive_drail.scenario import load_scenario
+        from drive_drail.sim import make_env
+
+        scenario = load_scenario(scenario_name)
+        env = make_env(scenario, seed=scenario.train_seed_list()[0], split="train")
+        env = DeclaredSeeds(env, scenario.train_seed_list(), worker, n_workers, seed_offset)
+        return FixedObsNormalizer(env, mean, std)
+
+    return make
+
+
+def make_vec_env(scenario_name: str, n_envs: int, mean: np.ndarray, std: np.ndarray, seed_offset: int):
+    """SB3 VecEnv of ``n_envs`` workers: subprocesses when ``n_envs > 1``."""
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+
+    fns = [env_factory(scenario_name, w, n_envs, mean, std, seed_offset) for w in range(n_envs)]
+    if n_envs == 1:
+        return DummyVecEnv(fns)
+    return SubprocVecEnv(fns, start_method="forkserver")

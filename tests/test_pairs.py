@@ -1,0 +1,119 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from drive_drail import spec
+from drive_drail.logs.base import LogError, TrackLog, finalize_tracks
+from drive_drail.pairs import bicycle, kinematics
+from drive_drail.pairs.convert import ConvertConfig, convert
+from drive_drail.pairs.storage import read_pairs, write_pairs
+
+from pair_factories import LANE_WIDTH_M, lane_change_actions, sim_log, simulate_track, track_rows
+
+
+def test_inverse_dynamics_recovers_sim_actions_exactly():
+    log, truth = sim_log()
+    pairs = convert(log)
+    ego = pairs[pairs.track_id == 0].sort_values("frame")
+    n = len(ego)
+    np.testing.assert_allclose(ego.accel_mps2, truth["accel0"][:n], atol=1e-4)
+    np.testing.assert_allclose(ego.steer_rad, truth["steer0"][:n], atol=1e-5)
+
+
+def test_round_trip_reproduces_sim_trajectory_after_1s():
+    log, truth = sim_log()
+    k, dt = truth["k"], 1.0 / log.frame_rate_hz
+    pairs = convert(log)
+    ego = pairs[pairs.track_id == 0].sort_values("frame")
+    s = truth["states0"]
+    horizon = 5  # 5 action periods at 5 Hz = 1 s
+    for start in range(0, len(ego) - horizon, 7):
+        f0 = start * k
+        out = bicycle.rollout(*s[f0], ego.accel_mps2.to_numpy(np.float64)[start : start + horizon],
+                              ego.steer_rad.to_numpy(np.float64)[start : start + horizon], 5.0, dt, k)
+        err = np.hypot(*(out[-1, :2] - s[f0 + horizon * k, :2]))
+        assert err < 0.2
+
+
+def test_round_trip_on_smoothed_noisy_ngsim_style_track():
+    """10 Hz, positions with 0.15 m noise, no headings: smooth, estimate, invert, integrate."""
+    rng = np.random.default_rng(1)
+    dt, n = 0.1, 150
+    steer = lane_change_actions(n, dt, 40, +1, 0.01)
+    accel = 0.8 * np.sin(np.arange(n) * dt * 0.5)
+    truth = simulate_track(accel, steer, 1, dt, y0=-LANE_WIDTH_M, speed0=15.0, length_m=4.5)
+    df = track_rows(truth, 7, dt, length_m=4.5)
+    df[["x_m", "y_m"]] += rng.normal(0, 0.15, (len(df), 2))
+    df["heading_rad"] = np.nan
+    log = TrackLog(finalize_tracks(df), "ngsim-like", "ngsim", 10.0, heading_known=False, smooth_positions=True)
+    pairs = convert(log, ConvertConfig(action_hz=10.0))
+    kin = kinematics.estimate_from_positions(log.tracks, kinematics.track_layout(log.tracks), dt, 1.0)
+    a, d = pairs.accel_mps2.to_numpy(np.float64), pairs.steer_rad.to_numpy(np.float64)
+    errors = []
+    for f0 in range(0, n - 10, 5):
+        out = bicycle.rollout(kin.x_m[f0], kin.y_m[f0], kin.heading_rad[f0], kin.speed_mps[f0], a[f0 : f0 + 10], d[f0 : f0 + 10], 4.5, dt, 1)
+        errors.append(np.hypot(out[-1, 0] - kin.x_m[f0 + 10], out[-1, 1] - kin.y_m[f0 + 10]))
+    assert max(errors) < 0.2
+    # and the smoothed track stays close to the true one
+    assert np.sqrt(np.mean((kin.y_m - truth[:, 1]) ** 2)) < 0.15
+
+
+def test_maneuver_and_meta_action_labels():
+    log, _ = sim_log()
+    pairs = convert(log)
+    lc = pairs[pairs.track_id == 0].set_index("t_s")
+    cross_t = lc.index[np.flatnonzero(np.diff(lc.lane_index.to_numpy()) != 0)[0] + 1]
+    assert lc.lane_index.iloc[0] == 1 and lc.lane_index.iloc[-1] == 0
+    assert lc.loc[cross_t, "is_lane_change"]
+    assert not lc.loc[lc.index < cross_t - 3.5, "is_lane_change"].any()
+    assert not lc.loc[lc.index > cross_t + 2.5, "is_lane_change"].any()
+    before = lc.loc[(lc.index < cross_t) & (lc.index >= cross_t - 1.0)]
+    assert (before.meta_action == spec.MetaAction.LANE_LEFT).any()
+    assert not (lc.meta_action == spec.MetaAction.LANE_RIGHT).any()
+    # vehicle 1 never changes lane or stops
+    keep = pairs[pairs.track_id == 1]
+    assert (keep.maneuver == "keep_lane").all()
+    assert set(keep.meta_action) <= {spec.MetaAction.IDLE, spec.MetaAction.FASTER, spec.MetaAction.SLOWER}
+    # vehicle 2 brakes at -4 m/s^2 from 20 m/s: stopped at t = 5 s; approach from t = -1 s ... all labelled
+    stop = pairs[pairs.track_id == 2].set_index("t_s")
+    assert stop.loc[stop.index >= 5.0, "is_stop"].all()
+    assert not stop.loc[stop.index < 5.0 - 6.0 - 1e-9, "is_stop"].any()
+    assert (stop.loc[stop.index < 4.8, "meta_action"] == spec.MetaAction.SLOWER).all()
+
+
+def test_merge_label_from_on_ramp():
+    dt, n = 0.2, 60
+    steer = lane_change_actions(n, dt, 10, +1, 0.04)
+    s = simulate_track(np.zeros(n), steer, 1, dt, y0=-2 * LANE_WIDTH_M, speed0=20.0)
+    df = track_rows(s, 0, dt)
+    df["on_ramp"] = df["lane_index"] == 2  # the rightmost lane is the acceleration lane
+    pairs = convert(TrackLog(finalize_tracks(df), "m", "simlog", 5.0, True))
+    assert pairs.is_merge.any() and not pairs.is_lane_change.any()
+    assert set(pairs.loc[pairs.is_merge, "maneuver"]) == {"merge"}
+
+
+def test_parquet_output_metadata_and_plain_pandas(tmp_path):
+    log, _ = sim_log()
+    pairs = convert(log)
+    path = tmp_path / "pairs.parquet"
+    write_pairs(path, pairs, {"source_file": "x", "format": "simlog", "frame_rate_hz": 15.0, "action_hz": 5.0})
+    plain = pd.read_parquet(path)
+    assert list(plain.columns) == list(pairs.columns)
+    back, meta = read_pairs(path)
+    assert meta["schema_version"] and meta["spec_version"] == spec.SPEC_VERSION
+    assert meta["frame_rate_hz"] == 15.0 and meta["units"]["accel_mps2"] == "m/s^2"
+    assert len(back) == len(pairs) and not list(tmp_path.glob(".*tmp"))
+
+
+def test_frame_rate_not_multiple_of_action_rate_is_a_clear_error():
+    log, _ = sim_log()
+    with pytest.raises(LogError, match="not a whole multiple"):
+        convert(log, ConvertConfig(action_hz=4.0))
+
+
+def test_smoothing_keeps_linear_motion_and_track_boundaries():
+    df = pd.concat([track_rows(simulate_track(np.zeros(10), np.zeros(10), 1, 0.1, x0=x0), i, 0.1) for i, x0 in enumerate([0.0, 500.0])])
+    df = finalize_tracks(df)
+    tracks = kinematics.track_layout(df)
+    sm = kinematics.smooth(df.x_m.to_numpy(), tracks, 3)
+    np.testing.assert_allclose(sm, df.x_m.to_numpy(), atol=1e-9)

@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+
+from drive_drail import spec
+
+
+def _vehicle(x, y, vx=30.0, vy=0.0, heading=0.0, lane=1):
+    return spec.Vehicle(x, y, vx, vy, heading, 5.0, 2.0, lane)
+
+
+def test_observation_shape_names_and_scaling():
+    scene = spec.Scene(_vehicle(0, 0), [_vehicle(20, 4, lane=0)], spec.LaneContext(3, 0.4, 0.0))
+    obs = spec.observe(scene)
+    assert obs.shape == (spec.OBS_DIM,) and obs.dtype == np.float32
+    named = dict(zip(spec.OBS_NAMES, obs))
+    assert named["ego_v_long"] == pytest.approx(30.0 / 40.0)
+    assert named["ego_lane_offset"] == pytest.approx(0.4 / 2.0)
+    assert named["n0_present"] == 1.0
+    assert named["n0_dx"] == pytest.approx(20 / 100.0)
+    assert named["n0_dy"] == pytest.approx(4 / 10.0)  # + = left
+    assert named["n0_dlane"] == pytest.approx(-1 / 2.0)  # lane 0 is left of lane 1
+    assert named["n1_present"] == 0.0 and named["n1_dx"] == 0.0
+
+
+def test_neighbours_sorted_by_distance_and_radius_applies():
+    others = [_vehicle(50, 0), _vehicle(-10, 0), _vehicle(150, 0), _vehicle(5, 3)]
+    obs = spec.observe(spec.Scene(_vehicle(0, 0), others, spec.LaneContext(3, 0.0, 0.0)))
+    named = dict(zip(spec.OBS_NAMES, obs))
+    assert [named[f"n{k}_dx"] * 100 for k in range(3)] == pytest.approx([5, -10, 50])
+    assert named["n3_present"] == 0.0  # the vehicle 150 m ahead is beyond the radius
+
+
+def test_ego_frame_rotation():
+    """A neighbour straight ahead of an ego heading +90 deg is at dx > 0, dy = 0."""
+    ego = _vehicle(0, 0, vx=0, vy=20, heading=np.pi / 2)
+    other = _vehicle(0, 30, vx=0, vy=25, heading=np.pi / 2)
+    named = dict(zip(spec.OBS_NAMES, spec.observe(spec.Scene(ego, [other], spec.LaneContext(2, 0, np.pi / 2)))))
+    assert named["n0_dx"] == pytest.approx(0.3)
+    assert named["n0_dy"] == pytest.approx(0.0, abs=1e-6)
+    assert named["n0_dvx"] == pytest.approx(5 / 20.0)
+    assert named["ego_v_long"] == pytest.approx(0.5)
+    assert named["ego_heading_to_lane"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_batch_equals_single_scenes():
+    rng = np.random.default_rng(0)
+    scenes = []
+    for _ in range(5):
+        n = int(rng.integers(1, 10))
+        vs = [_vehicle(*rng.normal(0, 30, 2), rng.normal(25, 3), rng.normal(0, 1), rng.normal(0, 0.1), int(rng.integers(0, 3))) for _ in range(n)]
+        scenes.append(spec.Scene(vs[0], vs[1:], spec.LaneContext(3, rng.normal(), 0.0)))
+    single = np.stack([spec.observe(s) for s in scenes])
+    m = max(1 + len(s.others) for s in scenes)
+    cols = {k: np.zeros((5, m)) for k in ("x_m", "y_m", "vx_mps", "vy_mps", "heading_rad")}
+    lane = np.zeros((5, m), dtype=np.int64)
+    valid = np.zeros((5, m), dtype=bool)
+    ego = np.zeros(5, dtype=np.int64)
+    for b, s in enumerate(scenes):
+        vs = [*s.others, s.ego]  # ego in the LAST slot: the batch form takes any slot
+        ego[b] = len(vs) - 1
+        for j, v in enumerate(vs):
+            for k in cols:
+                cols[k][b, j] = getattr(v, k)
+            lane[b, j], valid[b, j] = v.lane, True
+    batch = spec.SceneBatch(**cols, lane=lane, valid=valid, ego=ego,
+                            lane_count=np.full(5, 3.0), lane_offset_m=np.array([s.lane.offset_m for s in scenes]),
+                            lane_heading_rad=np.zeros(5))
+    np.testing.assert_allclose(spec.observe_batch(batch), single, atol=1e-6)
+
+
+def test_action_mapping_round_trip():
+    unit = np.array([[-1, -1], [0, 0], [1, 1], [0.5, -0.25]])
+    phys = spec.action_to_physical(unit)
+    np.testing.assert_allclose(phys[0], [spec.ACCEL_RANGE_MPS2[0], spec.STEER_RANGE_RAD[0]])
+    np.testing.assert_allclose(phys[2], [spec.ACCEL_RANGE_MPS2[1], spec.STEER_RANGE_RAD[1]])
+    np.testing.assert_allclose(spec.action_to_unit(phys), unit, atol=1e-12)
+    assert [m.value for m in spec.MetaAction] == [0, 1, 2, 3, 4]
+    assert spec.MetaAction(0).name == "LANE_LEFT"
