@@ -69,6 +69,16 @@ def _cmd_train(args: argparse.Namespace) -> None:
     print(f"run folder {run_dir}: actor.pt, metrics.csv, checkpoints/")
 
 
+def _cmd_export(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from drive_drail.deploy.export import export_policy, summary_lines
+
+    parity = np.load(args.parity_obs) if args.parity_obs else None
+    manifest = export_policy(args.checkpoint, args.output, precision=args.precision, batch=args.batch, parity_obs=parity)
+    print("\n".join(summary_lines(manifest, args.output)))
+
+
 def _cmd_scenarios(args: argparse.Namespace) -> None:
     from drive_drail.scenario import list_scenarios, load_scenario
 
@@ -124,6 +134,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("export", help="export a trained policy to ONNX (and a TensorRT engine where possible)",
+                       description="Write policy.onnx + manifest.json (+ a TensorRT engine when TensorRT and a GPU are present).")
+    p.add_argument("checkpoint", help="run folder, checkpoint folder or actor.pt")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32", help="graph precision (default fp32)")
+    p.add_argument("--batch", default="1", help="batch size or MIN:OPT:MAX range for the engine profile (default 1)")
+    p.add_argument("--parity-obs", help="observations .npy [N, obs_dim] for the torch/onnxruntime parity check")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("scenarios", help="list the available scenarios", description="List scenarios/ files.")
     p.set_defaults(func=_cmd_scenarios)
