@@ -119,12 +119,16 @@ def check_unique_frames(df: pd.DataFrame, key: list[str], path: str | Path, colu
 
 
 def check_monotonic_frames(
-    df: pd.DataFrame, track: str, frame: str, path: str | Path, row_offset: int = 1
+    df: pd.DataFrame, track: str | list[str], frame: str, path: str | Path, row_offset: int = 1
 ) -> None:
-    """Within each track, rows must come in strictly increasing frame order, with no gaps."""
-    t = df[track].to_numpy()
+    """Within each track (one key column or several), frames strictly increase with no gaps."""
+    keys = [track] if isinstance(track, str) else list(track)
     f = df[frame].to_numpy()
-    same = t[1:] == t[:-1]
+    same = np.ones(max(len(df) - 1, 0), dtype=bool)
+    for k in keys:
+        v = df[k].to_numpy()
+        same &= v[1:] == v[:-1]
+    t = df[keys[-1]].to_numpy()
     step = np.diff(f)
     bad = np.flatnonzero(same & (step <= 0))
     if bad.size:

@@ -82,7 +82,7 @@ class SimLogReader:
             r, c = bad[0]
             raise LogError(path, "value is NaN or inf", column=states[c], row=int(r) + 1)
         check_unique_frames(df, ["scene_id", "track_id", "frame"], path, "frame")
-        check_monotonic_frames(df, "track_id", "frame", path)
+        check_monotonic_frames(df, ["scene_id", "track_id"], "frame", path)
         return TrackLog(
             tracks=finalize_tracks(df),
             source=str(path),

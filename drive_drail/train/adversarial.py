@@ -108,7 +108,7 @@ def _check_finite(model: PPO, iteration: int, values: dict[str, float]) -> None:
 
 def build_ppo(config: TrainConfig, env, seed: int) -> PPO:
     lr = config.learning_rate
-    return PPO(
+    model = PPO(
         "MlpPolicy",
         env,
         learning_rate=lambda progress_remaining: lr * progress_remaining,  # linear decay
@@ -124,12 +124,16 @@ def build_ppo(config: TrainConfig, env, seed: int) -> PPO:
         policy_kwargs={
             "net_arch": {"pi": list(config.policy_hidden), "vf": list(config.policy_hidden)},
             "activation_fn": torch.nn.Tanh,
-            "log_std_init": config.init_log_std,
         },
         seed=seed,
         device="cpu",
         verbose=0,
     )
+    # Per-dimension exploration noise: steering needs far less than acceleration
+    # (0.02 of the unit range is ~0.016 rad; 0.37, SB3's default start, drives off-road).
+    with torch.no_grad():
+        model.policy.log_std.copy_(torch.log(torch.as_tensor(config.init_action_std, dtype=torch.float32)))
+    return model
 
 
 def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
@@ -164,17 +168,14 @@ def _train_loop(config, run_dir, env, demos: Demos, expert_obs, expert_act, resu
     disc = None
     if config.algo != "bc":
         disc_obs_dim = spec.OBS_DIM + (1 if config.absorbing else 0)
-        disc = make_discriminator(
-            config.algo,
-            obs_dim=disc_obs_dim,
-            act_dim=spec.ACTION_DIM,
-            seed=config.seed,
-            lr=config.disc_lr,
-            hidden=config.disc_hidden,
-            epochs=config.disc_epochs,
-            batch_size=config.disc_batch,
-            fused=config.fused,
-        )
+        common = {"lr": config.disc_lr, "epochs": config.disc_epochs, "batch_size": config.disc_batch}
+        if config.algo == "gail":
+            disc_config = {**common, "hidden_sizes": (config.disc_hidden, config.disc_hidden)}
+        elif config.algo == "diffail":
+            disc_config = {**common, "hidden_dim": config.disc_hidden}
+        else:
+            disc_config = {**common, "hidden_dim": config.disc_hidden, "scoring": "fused" if config.fused else "unshared"}
+        disc = make_discriminator(config.algo, disc_obs_dim, spec.ACTION_DIM, disc_config, seed=config.seed)
     metrics = MetricsLog(run_dir / "metrics.csv")
     iterations = max(1, config.steps // (config.n_steps * config.n_envs))
     start = 0
@@ -219,7 +220,7 @@ def _train_loop(config, run_dir, env, demos: Demos, expert_obs, expert_act, resu
                 absorbing = _with_flag(np.zeros((n_abs, spec.OBS_DIM), np.float32), 1.0)
                 a_obs = np.concatenate([a_obs, absorbing])
                 a_act = np.concatenate([a_act, np.zeros((n_abs, spec.ACTION_DIM), np.float32)])
-        row.update({f"disc/{k}": v for k, v in disc.update(e_obs, expert_act, a_obs, a_act).items()})
+        row.update(disc.update(e_obs, expert_act, a_obs, a_act))  # keys already carry "disc/"
 
         # 3. Relabel the collected transitions with r_phi = log D - log(1 - D) (Eq. 4).
         r_obs = _with_flag(agent_obs, 0.0) if config.absorbing else agent_obs
@@ -266,7 +267,7 @@ def _train_loop(config, run_dir, env, demos: Demos, expert_obs, expert_act, resu
         _check_finite(model, iteration, {k: v for k, v in row.items() if k.startswith(("losses/", "disc/loss"))})
         metrics.write(model.num_timesteps, row)
         bar.update(n_steps * n_envs)
-        bar.set_postfix(D_exp=f"{row.get('disc/D_expert', float('nan')):.2f}", D_agent=f"{row.get('disc/D_agent', float('nan')):.2f}")
+        bar.set_postfix(D_exp=f"{row.get('disc/d_expert', float('nan')):.2f}", D_agent=f"{row.get('disc/d_agent', float('nan')):.2f}")
 
         if (iteration + 1) % config.checkpoint_every == 0 or iteration + 1 == iterations:
             checkpoint.save(run_dir, iteration + 1, model, disc, demos, ret_std, config)

@@ -40,8 +40,8 @@ class TrainConfig:
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
     policy_hidden: tuple[int, ...] = (256, 256)
-    init_log_std: float = -1.0
-    """Initial log std of the Gaussian policy (exploration around the BC mean)."""
+    init_action_std: tuple[float, float] = (0.1, 0.02)
+    """Initial std of the Gaussian policy per action dim (accel, steer), in the [-1, 1] unit range."""
 
     # Discriminator
     disc_lr: float = 3e-4
@@ -84,6 +84,7 @@ class TrainConfig:
     def from_dict(cls, data: dict) -> "TrainConfig":
         known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in known}
-        if "policy_hidden" in kwargs:
-            kwargs["policy_hidden"] = tuple(kwargs["policy_hidden"])
+        for key in ("policy_hidden", "init_action_std"):
+            if key in kwargs:
+                kwargs[key] = tuple(kwargs[key])
         return cls(**kwargs)

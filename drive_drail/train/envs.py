@@ -53,8 +53,8 @@ def env_factory(
         from drive_drail.sim import make_env
 
         scenario = load_scenario(scenario_name)
-        env = make_env(scenario, seed=scenario.train_seed_list()[0], split="train")
-        env = DeclaredSeeds(env, scenario.train_seed_list(), worker, n_workers, seed_offset)
+        env = make_env(scenario, seed=scenario.train_seeds[0], split="train")
+        env = DeclaredSeeds(env, list(scenario.train_seeds), worker, n_workers, seed_offset)
         return FixedObsNormalizer(env, mean, std)
 
     return make
