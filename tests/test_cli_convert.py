@@ -1,0 +1,83 @@
+"""`drive-drail convert` end to end through the real console script: good logs and bad ones."""
+
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from drive_drail import spec
+from drive_drail.pairs.storage import read_pairs
+
+from log_factories import make_highd, make_ngsim, make_scenarionet
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "drive_drail.cli", *map(str, args)], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("fmt", ["highd", "ngsim", "scenarionet"])
+def test_convert_each_format_writes_pairs_and_summary(tmp_path, fmt):
+    if fmt == "highd":
+        src = make_highd(tmp_path / "highd").tracks
+    elif fmt == "ngsim":
+        src = make_ngsim(tmp_path / "trajectories-0750am-0805am.csv")
+    else:
+        src = make_scenarionet(tmp_path / "sn")
+    out = tmp_path / "pairs.parquet"
+    proc = run_cli("convert", src, "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    assert "pairs dataset" in proc.stdout and "manoeuvres" in proc.stdout
+    pairs, meta = read_pairs(out)
+    assert meta["format"] == fmt and len(pairs) > 10
+    assert pairs[list(spec.OBS_NAMES)].notna().all().all()
+    assert len(pd.read_parquet(out)) == len(pairs)
+
+
+def _highd_with(tmp_path, edit):
+    files = make_highd(tmp_path / "h")
+    df = pd.read_csv(files.tracks)
+    df = edit(df)
+    df.to_csv(files.tracks, index=False)
+    return files.tracks
+
+
+BAD = {
+    "missing column": (lambda df: df.drop(columns=["xVelocity"]), "xVelocity"),
+    "wrong type": (lambda df: df.assign(y=df["y"].astype(object).where(df.index != 5, "abc")), "'y'"),
+    "nan": (lambda df: df.assign(x=df["x"].where(df.index != 7, float("nan"))), "'x'"),
+    "duplicated frame": (lambda df: pd.concat([df.iloc[:4], df.iloc[3:4], df.iloc[4:]]), "frame"),
+    "feet not metres": (lambda df: df.assign(xVelocity=df["xVelocity"] * 3.28084 * 3.0), "xVelocity"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_is_one_line_exit_2_and_no_output(tmp_path, case):
+    edit, column = BAD[case]
+    src = _highd_with(tmp_path, edit)
+    out = tmp_path / "out" / "pairs.parquet"
+    proc = run_cli("convert", src, "-o", out)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr
+    assert str(src) in lines[0] and column in lines[0]
+    assert not out.exists()
+    leftovers = list(out.parent.iterdir()) if out.parent.exists() else []
+    assert leftovers == []  # no partial or temp file
+
+
+def test_unknown_format_and_empty_file(tmp_path):
+    weird = tmp_path / "log.txt"
+    weird.write_text("hello\n")
+    proc = run_cli("convert", weird, "-o", tmp_path / "p.parquet")
+    assert proc.returncode == 2 and "log.txt" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    empty = tmp_path / "01_tracks.csv"
+    empty.write_text("")
+    proc = run_cli("convert", empty, "-o", tmp_path / "p.parquet")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_every_command_has_help():
+    for cmd in ["convert", "summary", "record", "train", "export", "scenarios"]:
+        proc = run_cli(cmd, "--help")
+        assert proc.returncode == 0 and "usage" in proc.stdout.lower(), cmd
