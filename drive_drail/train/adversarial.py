@@ -150,6 +150,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     scenario = load_scenario(config.scenario)
     demos = load_demos(config.demos, scenario.task if config.task_filter else None, scenario.policy_frequency_hz)
     set_random_seed(config.seed)
+    torch.set_num_threads(config.torch_threads)
     write_json(run_dir / "config.json", config.to_dict())
 
     # Expert data standardised once, with its own fixed statistics.

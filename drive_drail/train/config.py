@@ -64,6 +64,9 @@ class TrainConfig:
     """Initialise the adversarial policy by BC before PPO."""
     bc_lr: float = 1e-3
 
+    torch_threads: int = 1
+    """torch threads in the learner process; 1 leaves the other core to the env workers."""
+
     checkpoint_every: int = 1
     """Iterations between checkpoints."""
 
