@@ -23,8 +23,14 @@ demo: $(STAMP)
 	$(BIN)/drive-drail train --scenario lane_change --algo drail --demos $(DEMO)/pairs.parquet \
 		--steps 2048 --n-steps 256 --seed 0 --out $(DEMO)/train
 	$(BIN)/drive-drail export $(DEMO)/train -o $(DEMO)/deploy
+	rm -rf $(DEMO)/results
+	$(BIN)/drive-drail evaluate --policy drail=$(DEMO)/train --policy expert --policy constant \
+		--scenario lane_change --episodes 4 -o $(DEMO)/results
+	$(BIN)/drive-drail report $(DEMO)/results -o $(DEMO)/report --training-logs $(DEMO)/train
 
+# The report test opens the HTML in a real headless browser (Debian's chromium).
 test: $(STAMP)
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 	$(BIN)/python -m pytest -n 2 -q
 
 clean:

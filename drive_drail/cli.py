@@ -9,6 +9,7 @@ Each subcommand parses its flags and calls one function of its stage. User error
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from drive_drail.errors import UserError
@@ -79,6 +80,31 @@ def _cmd_export(args: argparse.Namespace) -> None:
     print("\n".join(summary_lines(manifest, args.output)))
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from drive_drail.evaluate.runner import evaluate, write_results
+
+    table = evaluate(
+        args.policy,
+        args.scenario,
+        episodes=args.episodes,
+        split=args.split,
+        workers=args.workers,
+        backend="ray" if args.ray else "process",
+        ray_address=args.ray,
+        progress=not args.quiet,
+    )
+    write_results(table, args.output)
+    cols = [c for c in ("success", "collision", "route_completion", "mean_speed_mps") if c in table]
+    print(table.groupby(["policy", "scenario", "split"])[cols].mean().round(3).to_string())
+    print(f"wrote {args.output}/results.parquet and results.csv ({len(table)} episodes)")
+
+
+def _cmd_report(args: argparse.Namespace) -> None:
+    from drive_drail.evaluate.report import write_report
+
+    print(write_report(args.results, args.output, training_logs=args.training_logs))
+
+
 def _cmd_scenarios(args: argparse.Namespace) -> None:
     from drive_drail.scenario import list_scenarios, load_scenario
 
@@ -134,6 +160,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="run policies closed loop and write a tidy results table",
+                       description="Closed-loop evaluation of policies (trained, exported, expert, random, constant) on scenarios.")
+    p.add_argument("--policy", action="append", required=True,
+                   help="run folder, actor.pt, ONNX export folder, LABEL=PATH, or expert | random | constant[:ACCEL,STEER]; repeatable")
+    p.add_argument("--scenario", required=True, help="scenario name or 'all'")
+    p.add_argument("--episodes", type=int, default=10, help="episodes per policy, scenario and split (default 10)")
+    p.add_argument("--split", default="heldout", help="train, heldout (default), a generalization split, or all")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel episode workers (default: all cores)")
+    p.add_argument("--ray", help="Ray address, or 'local' to start a local Ray instance")
+    p.add_argument("-o", "--output", required=True, help="results folder (appended to)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("report", help="write an HTML + Markdown evaluation report",
+                       description="Self-contained HTML report (and a Markdown twin) from evaluation results.")
+    p.add_argument("results", nargs="+", help="results folders or files")
+    p.add_argument("-o", "--output", required=True, help="report folder")
+    p.add_argument("--training-logs", nargs="*", default=None, help="run folders whose metrics.csv become learning curves")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("export", help="export a trained policy to ONNX (and a TensorRT engine where possible)",
                        description="Write policy.onnx + manifest.json (+ a TensorRT engine when TensorRT and a GPU are present).")

@@ -45,7 +45,7 @@ class TrainConfig:
 
     # Discriminator
     disc_lr: float = 3e-4
-    disc_epochs: int = 2
+    disc_epochs: int = 5
     """Discriminator passes over each rollout per iteration."""
     disc_batch: int = 128
     """Expert (and agent) minibatch size."""

@@ -1,0 +1,599 @@
+"""The evaluation report: one self-contained HTML file and its Markdown twin.
+
+``write_report(results, out_dir)`` reads results tables (:func:`read_results`), aggregates
+them with bootstrap confidence intervals and writes ``OUT/report.html`` (every image
+inlined as a base64 data URI, no scripts, no external resources) and ``OUT/report.md``
+(images as files under ``OUT/assets/``). Contents:
+
+1. summary: policies x scenarios, success rate with 95% CI per split, best highlighted;
+2. per scenario: every metric (mean [95% CI]) per policy and split, best highlighted,
+   bar plots with CI whiskers, and GIFs of a representative success and failure
+   (replayed from their seeds with highway-env's headless renderer);
+3. learning curves from training runs' ``metrics.csv`` (when given);
+4. reproducibility: the exact commands, versions and seeds of every evaluation run.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import shlex
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from drive_drail.atomic import atomic_path, write_text
+from drive_drail.errors import UserError
+from drive_drail.evaluate.aggregate import BootstrapConfig, aggregate
+from drive_drail.evaluate.metrics import HIGHER_IS_BETTER, METRIC_COLUMNS
+from drive_drail.evaluate.policies import PolicySpec
+from drive_drail.evaluate.runner import read_results, readable, scenario_from_record, versions
+
+PLOT_METRICS = ("success", "collision", "route_completion", "mean_speed_mps", "min_ttc_s", "max_abs_jerk_mps3", "hard_brakes", "ade_m")
+"""Metrics drawn as bar plots, in order."""
+RATE_METRICS = ("success", "collision", "offroad", "route_completion")
+"""Fractions, shown as percentages."""
+METRIC_LABELS = {
+    "success": "success rate",
+    "collision": "collision rate",
+    "offroad": "off-road rate",
+    "route_completion": "route completion",
+    "time_to_goal_s": "time to goal [s]",
+    "steps": "policy steps",
+    "time_s": "episode time [s]",
+    "mean_speed_mps": "mean speed [m/s]",
+    "min_speed_mps": "min speed [m/s]",
+    "mean_abs_jerk_mps3": "mean |jerk| [m/s³]",
+    "max_abs_jerk_mps3": "max |jerk| [m/s³]",
+    "lane_changes": "lane changes",
+    "min_ttc_s": "min TTC [s]",
+    "hard_brakes": "hard brakes",
+    "ade_m": "ADE vs expert [m]",
+    "fde_m": "FDE vs expert [m]",
+}
+LEARNING_PANELS = (
+    ("episode success", ("charts/episode_success",)),
+    ("discriminator D", ("disc/D_expert", "disc/D_agent")),
+    ("reward", ("charts/reward_mean",)),
+    ("policy / value loss", ("losses/policy_loss", "losses/value_loss")),
+    ("discriminator loss", ("disc/loss",)),
+    ("route completion", ("charts/episode_route_completion",)),
+)
+"""Learning-curve panels: title, metrics.csv columns (panels without any column are left out)."""
+
+
+@dataclass
+class ReportConfig:
+    """What goes into a report."""
+
+    title: str = "drive-drail evaluation report"
+    """Page title."""
+    render: bool = True
+    """Replay and render a representative success and failure per scenario."""
+    frame_every: int = 2
+    """Render every n-th policy step."""
+    max_frames: int = 120
+    """Frames per GIF at most."""
+    bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
+    """Confidence-interval settings."""
+
+
+@dataclass
+class Image:
+    """A figure of the report: bytes, format (png/gif), file name, caption."""
+
+    data: bytes
+    fmt: str
+    name: str
+    caption: str
+
+    def data_uri(self) -> str:
+        return f"data:image/{self.fmt};base64,{base64.b64encode(self.data).decode('ascii')}"
+
+
+# --------------------------------------------------------------------------------------
+# Formatting
+# --------------------------------------------------------------------------------------
+
+
+def fmt_value(metric: str, value: float) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if metric in RATE_METRICS:
+        return f"{100 * value:.0f}%"
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    return f"{value:.2f}"
+
+
+def fmt_ci(metric: str, mean: float, lo: float, hi: float) -> str:
+    if mean is None or math.isnan(mean):
+        return "–"
+    return f"{fmt_value(metric, mean)} [{fmt_value(metric, lo)}, {fmt_value(metric, hi)}]"
+
+
+def best_mask(values: Sequence[float], metric: str) -> list[bool]:
+    """Which entries hold the best value of ``metric`` (ties all win; none for unranked metrics)."""
+    direction = HIGHER_IS_BETTER.get(metric)
+    v = np.asarray(values, dtype=np.float64)
+    if direction is None or np.all(np.isnan(v)) or np.sum(~np.isnan(v)) < 2:
+        return [False] * len(v)
+    best = np.nanmax(v) if direction else np.nanmin(v)
+    if np.allclose(v[~np.isnan(v)], best):  # everyone ties: nothing to single out
+        return [False] * len(v)
+    return [bool(not np.isnan(x) and np.isclose(x, best)) for x in v]
+
+
+# --------------------------------------------------------------------------------------
+# Tables (HTML and Markdown from one list of rows)
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Table:
+    """A report table: header, rows of cell strings, and which cells to highlight."""
+
+    caption: str
+    header: list[str]
+    rows: list[list[str]]
+    best: list[list[bool]]
+
+    def html(self) -> str:
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in self.header)
+        body = []
+        for row, best in zip(self.rows, self.best):
+            cells = []
+            for i, (cell, b) in enumerate(zip(row, best)):
+                tag = "th" if i == 0 else "td"
+                cls = ' class="best"' if b else ""
+                cells.append(f"<{tag}{cls}>{html.escape(cell)}</{tag}>")
+            body.append("<tr>" + "".join(cells) + "</tr>")
+        return (
+            f'<div class="scroll"><table><caption>{html.escape(self.caption)}</caption><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table></div>"
+        )
+
+    def markdown(self) -> str:
+        def cell(text: str, best: bool) -> str:
+            text = text.replace("|", "\\|")
+            return f"**{text}**" if best else text
+
+        header = [h.replace("|", "\\|") for h in self.header]
+        lines = [f"*{self.caption}*", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(self.header)]
+        lines += ["| " + " | ".join(cell(c, b) for c, b in zip(row, best)) + " |" for row, best in zip(self.rows, self.best)]
+        return "\n".join(lines)
+
+
+def summary_tables(agg: pd.DataFrame, policies: list[str], scenarios: list[str], metric: str = "success") -> list[Table]:
+    """One table per split: policies x scenarios, ``metric`` mean [CI], best per scenario highlighted."""
+    tables = []
+    sub = agg[agg["metric"] == metric]
+    for split in sorted(sub["split"].unique(), key=_split_order):
+        s = sub[sub["split"] == split].set_index(["policy", "scenario"])
+        cols = [sc for sc in scenarios if any((p, sc) in s.index for p in policies)]
+        rows_policies = [p for p in policies if any((p, sc) in s.index for sc in cols)]
+        cells, means = [], []
+        for p in rows_policies:
+            row, mrow = [p], []
+            for sc in cols:
+                if (p, sc) in s.index:
+                    r = s.loc[(p, sc)]
+                    row.append(fmt_ci(metric, r["mean"], r["ci_low"], r["ci_high"]) + f" (n={int(r['n'])})")
+                    mrow.append(r["mean"])
+                else:
+                    row.append("–")
+                    mrow.append(np.nan)
+            cells.append(row)
+            means.append(mrow)
+        best = [[False] * (len(cols) + 1) for _ in rows_policies]
+        for j in range(len(cols)):
+            for i, b in enumerate(best_mask([m[j] for m in means], metric)):
+                best[i][j + 1] = b
+        tables.append(Table(f"{METRIC_LABELS.get(metric, metric)} with 95% bootstrap CI, split '{split}'", ["policy", *cols], cells, best))
+    return tables
+
+
+def scenario_table(agg: pd.DataFrame, scenario: str, policies: list[str], metrics: Sequence[str]) -> Table:
+    """Rows policy (split), columns metrics: mean [95% CI]; best per metric and split highlighted."""
+    sub = agg[agg["scenario"] == scenario]
+    keys = [(p, sp) for sp in sorted(sub["split"].unique(), key=_split_order) for p in policies if ((sub["policy"] == p) & (sub["split"] == sp)).any()]
+    metrics = [m for m in metrics if m in set(sub["metric"])]
+    indexed = sub.set_index(["policy", "split", "metric"])
+    rows, means = [], []
+    for p, sp in keys:
+        row, mrow = [f"{p} ({sp})"], []
+        for m in metrics:
+            r = indexed.loc[(p, sp, m)] if (p, sp, m) in indexed.index else None
+            row.append("–" if r is None else fmt_ci(m, r["mean"], r["ci_low"], r["ci_high"]))
+            mrow.append(np.nan if r is None else r["mean"])
+        rows.append(row)
+        means.append(mrow)
+    best = [[False] * (len(metrics) + 1) for _ in keys]
+    for sp in {k[1] for k in keys}:
+        idx = [i for i, k in enumerate(keys) if k[1] == sp]
+        for j, m in enumerate(metrics):
+            for i, b in zip(idx, best_mask([means[i][j] for i in idx], m)):
+                best[i][j + 1] = b
+    header = ["policy (split)", *(METRIC_LABELS.get(m, m) for m in metrics)]
+    return Table(f"{scenario}: mean [95% bootstrap CI] per episode", header, rows, best)
+
+
+def _split_order(split: str) -> tuple[int, str]:
+    return ({"eval": 0, "train": 1}.get(split, 2), split)
+
+
+# --------------------------------------------------------------------------------------
+# Figures
+# --------------------------------------------------------------------------------------
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def metric_bars(agg: pd.DataFrame, scenario: str, policies: list[str], metrics: Sequence[str] = PLOT_METRICS) -> bytes | None:
+    """Bar plots (mean, 95% CI whiskers) of ``metrics``: one panel each, bars per policy, colours per split."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sub = agg[agg["scenario"] == scenario]
+    metrics = [m for m in metrics if sub[(sub["metric"] == m)]["mean"].notna().any()]
+    if not metrics:
+        return None
+    splits = sorted(sub["split"].unique(), key=_split_order)
+    ncols = min(4, len(metrics))
+    nrows = math.ceil(len(metrics) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.8 * nrows), squeeze=False)
+    width = 0.8 / len(splits)
+    x = np.arange(len(policies))
+    for ax, m in zip(axes.flat, metrics):
+        for k, sp in enumerate(splits):
+            s = sub[(sub["metric"] == m) & (sub["split"] == sp)].set_index("policy")
+            mean = np.array([s["mean"].get(p, np.nan) for p in policies], dtype=float)
+            lo = np.array([s["ci_low"].get(p, np.nan) for p in policies], dtype=float)
+            hi = np.array([s["ci_high"].get(p, np.nan) for p in policies], dtype=float)
+            err = np.vstack([np.clip(mean - lo, 0, None), np.clip(hi - mean, 0, None)])
+            ax.bar(x + (k - (len(splits) - 1) / 2) * width, mean, width, yerr=np.nan_to_num(err), capsize=3, label=sp)
+        ax.set_title(METRIC_LABELS.get(m, m), fontsize=10)
+        ax.set_xticks(x)
+        ax.set_xticklabels(policies, rotation=30, ha="right", fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.set_visible(False)
+    axes.flat[0].legend(title="split", fontsize=8, title_fontsize=8)
+    fig.suptitle(f"{scenario}: mean and 95% bootstrap CI", fontsize=11)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def read_training_log(path: str | Path) -> tuple[str, pd.DataFrame]:
+    """(run name, metrics table) from a run folder or a ``metrics.csv``."""
+    path = Path(path)
+    csv = path / "metrics.csv" if path.is_dir() else path
+    if not csv.is_file():
+        raise UserError(f"{path}: no metrics.csv (give a training run folder or its metrics.csv)")
+    try:
+        frame = pd.read_csv(csv)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise UserError(f"{csv}: not a readable CSV ({type(exc).__name__})") from None
+    if "global_step" not in frame.columns:
+        raise UserError(f"{csv}: column 'global_step' missing: not a drive-drail training log")
+    name = csv.parent.name if csv.name == "metrics.csv" else csv.stem
+    return name, frame
+
+
+def learning_curves(logs: list[tuple[str, pd.DataFrame]]) -> bytes | None:
+    """Learning-curve panels (:data:`LEARNING_PANELS`) against ``global_step``, one line per run and column."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(title, cols) for title, cols in LEARNING_PANELS if any(c in f.columns and f[c].notna().any() for _, f in logs for c in cols)]
+    if not panels:
+        return None
+    ncols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.0 * nrows), squeeze=False)
+    for ax, (title, cols) in zip(axes.flat, panels):
+        for name, frame in logs:
+            for c in cols:
+                if c in frame.columns and frame[c].notna().any():
+                    d = frame[["global_step", c]].apply(pd.to_numeric, errors="coerce").dropna()
+                    label = name if len(cols) == 1 else f"{name}: {c.split('/')[-1]}"
+                    ax.plot(d["global_step"], d[c], marker="o", markersize=2, label=label)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("global step (env steps)", fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return _png(fig)
+
+
+# --------------------------------------------------------------------------------------
+# Representative episodes
+# --------------------------------------------------------------------------------------
+
+
+def policy_from_row(row: pd.Series) -> PolicySpec | None:
+    """Rebuild the :class:`PolicySpec` of a results row (None if its artifact is gone)."""
+    kind, source, label = row.get("policy_kind"), str(row.get("policy_source", "")), str(row["policy"])
+    if kind == "artifact":
+        return PolicySpec(label=label, kind="artifact", path=source) if Path(source).exists() else None
+    if kind == "constant":
+        a, s = (float(v) for v in source.partition(":")[2].split(","))
+        return PolicySpec(label=label, kind="constant", action=(a, s))
+    if kind == "random":
+        return PolicySpec(label=label, kind="random", seed=int(source.rpartition("=")[2] or 0))
+    if kind == "expert":
+        return PolicySpec(label=label, kind="expert")
+    return None
+
+
+def pick_representatives(table: pd.DataFrame, scenario: str) -> dict[str, pd.Series]:
+    """A representative success and failure of ``scenario``: {"success": row, "failure": row}.
+
+    Split ``eval`` when present. Success: from a trained policy if it has one, else the
+    expert; the episode whose time to goal is the median one. Failure: from a trained
+    policy if it has one, else a baseline; the episode whose route completion is the
+    median one. Ties go to the lowest seed.
+    """
+    sub = table[table["scenario"] == scenario]
+    if "eval" in set(sub["split"]):
+        sub = sub[sub["split"] == "eval"]
+    out: dict[str, pd.Series] = {}
+    for outcome, ok, key in (("success", 1.0, "time_to_goal_s"), ("failure", 0.0, "route_completion")):
+        cand = sub[sub["success"] == ok]
+        if cand.empty:
+            continue
+        order = {"success": ("artifact", "expert", "constant", "random"), "failure": ("artifact", "constant", "random", "expert")}[outcome]
+        kinds = cand["policy_kind"].map(lambda k, order=order: order.index(k) if k in order else len(order))
+        cand = cand[kinds == kinds.min()]
+        values = cand[key].fillna(cand[key].median() if cand[key].notna().any() else 0.0)
+        distance = (values - values.median()).abs()
+        cand = cand.assign(_d=distance).sort_values(["_d", "seed"], kind="stable")
+        out[outcome] = cand.iloc[0].drop("_d")
+    return out
+
+
+def scenario_for(name: str, runs: list[dict]):
+    """The scenario as it was evaluated (file plus recorded overrides), newest run first."""
+    from drive_drail.scenario import load_scenario
+
+    for run in reversed(runs):
+        record = run.get("scenarios", {}).get(name)
+        if record:
+            try:
+                return scenario_from_record(record)
+            except (OSError, ValueError, TypeError):  # file moved or changed since: try older runs, then the name
+                continue
+    return load_scenario(name)
+
+
+def episode_gifs(table: pd.DataFrame, scenario: str, runs: list[dict], config: ReportConfig) -> tuple[list[Image], list[str]]:
+    """GIFs of the representative success and failure of ``scenario``, and notes on what could not be shown."""
+    from drive_drail.evaluate.render import RenderError, encode_gif, render_episode
+
+    images, notes = [], []
+    reps = pick_representatives(table, scenario)
+    for outcome in ("success", "failure"):
+        if outcome not in reps:
+            notes.append(f"no {outcome} among the evaluated episodes of {scenario}")
+    if not reps:
+        return images, notes
+    try:
+        sc = scenario_for(scenario, runs)
+    except (OSError, ValueError) as exc:  # the scenario file is gone: tables still render
+        return images, [*notes, f"{scenario}: cannot rebuild the scenario to replay episodes ({exc})"]
+    for outcome, row in reps.items():
+        policy = policy_from_row(row)
+        where = f"{row['policy']} on {scenario}/{row['split']} seed {int(row['seed'])}"
+        if policy is None:
+            notes.append(f"{outcome}: {where}: policy artifact {row.get('policy_source')} not found, not replayed")
+            continue
+        try:
+            ep = render_episode(sc, str(row["split"]), int(row["seed"]), policy, config.frame_every, config.max_frames)
+        except (RenderError, ImportError, OSError) as exc:
+            notes.append(f"{outcome}: {where}: not rendered ({exc})")
+            continue
+        same = all(np.isclose(ep.metrics[k], row[k], equal_nan=True) for k in ("success", "collision", "route_completion"))
+        caption = (
+            f"{outcome}: {where}: route {100 * ep.metrics['route_completion']:.0f}%, "
+            f"{'collision' if ep.metrics['collision'] else 'no collision'}, {ep.metrics['time_s']:.1f} s"
+            + ("" if same else " (replay differs from the stored result)")
+        )
+        images.append(Image(encode_gif(ep.frames, ep.fps), "gif", f"{scenario}_{outcome}.gif", caption))
+    return images, notes
+
+
+# --------------------------------------------------------------------------------------
+# The report
+# --------------------------------------------------------------------------------------
+
+CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;margin:1em 0;font-size:.85em}
+caption{text-align:left;font-style:italic;padding:.3em 0}
+th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right;white-space:nowrap}
+thead th{background:#f0f0f0;text-align:center}tbody th{text-align:left;background:#fafafa}
+td.best,th.best{background:#d9f2d9;font-weight:bold}
+figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}figcaption{font-size:.85em;color:#555}
+pre{background:#f6f6f6;padding:.6em;overflow-x:auto;font-size:.8em}
+.note{color:#8a5a00;font-size:.85em}.scroll{overflow-x:auto}
+"""
+
+
+def _img_html(img: Image) -> str:
+    return (
+        f'<figure><img src="{img.data_uri()}" alt="{html.escape(img.caption)}">'
+        f"<figcaption>{html.escape(img.caption)}</figcaption></figure>"
+    )
+
+
+def _img_md(img: Image) -> str:
+    return f"![{img.caption}](assets/{img.name})\n\n*{img.caption}*"
+
+
+def _seed_ranges(seeds: Sequence[int]) -> str:
+    """``[1, 2, 3, 7]`` -> ``1-3, 7``."""
+    seeds = sorted(int(s) for s in seeds)
+    parts, start, prev = [], None, None
+    for s in seeds + [None]:
+        if start is None:
+            start = prev = s
+        elif s is not None and s == prev + 1:
+            prev = s
+        else:
+            parts.append(f"{start}" if start == prev else f"{start}-{prev}")
+            start = prev = s
+    return ", ".join(parts)
+
+
+def write_report(
+    results_paths: Sequence[str | Path],
+    out_dir: str | Path,
+    training_logs: Sequence[str | Path] | None = None,
+    config: ReportConfig | None = None,
+    command: str | None = None,
+) -> Path:
+    """Write ``OUT/report.html`` (self-contained) and ``OUT/report.md`` (+ ``OUT/assets/``); return the HTML path.
+
+    Args:
+        results_paths: results folders (``results.parquet``) or table files.
+        out_dir: report folder (created).
+        training_logs: training run folders or ``metrics.csv`` files for learning curves.
+        config: what to include (see :class:`ReportConfig`).
+        command: the command that made the report (default: this process's arguments).
+    """
+    config = config or ReportConfig()
+    out_dir = Path(out_dir)
+    table, runs = read_results(results_paths)
+    logs = [read_training_log(p) for p in (training_logs or [])]
+    agg = aggregate(table, config=config.bootstrap)
+    policies = list(dict.fromkeys(table["policy"]))
+    scenarios = list(dict.fromkeys(table["scenario"]))
+    command = command if command is not None else shlex.join(["drive-drail", *sys.argv[1:]])
+
+    html_parts: list[str] = []
+    md_parts: list[str] = []
+    images: list[Image] = []
+
+    def section(title: str) -> None:
+        html_parts.append(f"<h2>{html.escape(title)}</h2>")
+        md_parts.append(f"## {title}")
+
+    def para(text: str, cls: str = "") -> None:
+        attr = f' class="{cls}"' if cls else ""
+        html_parts.append(f"<p{attr}>{html.escape(text)}</p>")
+        md_parts.append(text)
+
+    def add_table(t: Table) -> None:
+        html_parts.append(t.html())
+        md_parts.append(t.markdown())
+
+    def add_image(img: Image) -> None:
+        images.append(img)
+        html_parts.append(_img_html(img))
+        md_parts.append(_img_md(img))
+
+    para(
+        f"{len(table)} episodes: {len(policies)} policies ({', '.join(policies)}) on {len(scenarios)} scenarios "
+        f"({', '.join(scenarios)}). Cells: mean [95% percentile bootstrap CI, {config.bootstrap.n_boot} resamples, "
+        f"seed {config.bootstrap.seed}]; the best value per column is highlighted."
+    )
+
+    section("Summary: success rate")
+    for t in summary_tables(agg, policies, scenarios, "success"):
+        add_table(t)
+
+    for sc in scenarios:
+        section(f"Scenario: {sc}")
+        add_table(scenario_table(agg, sc, policies, METRIC_COLUMNS))
+        bars = metric_bars(agg, sc, policies)
+        if bars is not None:
+            add_image(Image(bars, "png", f"{sc}_metrics.png", f"{sc}: main metrics per policy and split, mean with 95% bootstrap CI"))
+        if config.render:
+            gifs, notes = episode_gifs(table, sc, runs, config)
+            for img in gifs:
+                add_image(img)
+            for note in notes:
+                para(note, "note")
+
+    if logs:
+        section("Learning curves")
+        curves = learning_curves(logs)
+        if curves is not None:
+            add_image(Image(curves, "png", "learning_curves.png", "training metrics against environment steps: " + ", ".join(n for n, _ in logs)))
+        else:
+            para("the training logs hold none of the plotted columns", "note")
+
+    section("Reproducibility")
+    code_html, code_md = [], []
+
+    def code(text: str) -> None:
+        code_html.append(f"<pre>{html.escape(text)}</pre>")
+        code_md.append(f"```\n{text}\n```")
+
+    lines = [f"report: {command}", f"generated: {datetime.now(timezone.utc).isoformat(timespec='seconds')}"]
+    code("\n".join(lines))
+    for run in runs:
+        seed_lines = [f"  {sc}/{sp}: {_seed_ranges(s)}" for sc, per in run.get("seeds", {}).items() for sp, s in per.items()]
+        overrides = {k: v["overrides"] for k, v in run.get("scenarios", {}).items() if v.get("overrides")}
+        text = [
+            f"run {run.get('run_id', '?')}: {run.get('command', '?')}",
+            (
+                f"  backend {run.get('backend')} workers {run.get('workers')} episodes/split {run.get('episodes')} "
+                f"wall {run.get('wall_s', float('nan')):.1f} s ({run.get('episodes_per_min', float('nan')):.1f} episodes/min)"
+            ),
+            "  policies: " + "; ".join(f"{p['label']} = {p['source']}" for p in run.get("policies", [])),
+            "  seeds:",
+            *seed_lines,
+        ]
+        if overrides:
+            text.append(f"  scenario overrides: {overrides}")
+        text.append("  versions: " + ", ".join(f"{k} {v}" for k, v in run.get("versions", {}).items()))
+        code("\n".join(text))
+    if not runs:
+        code("no runs.json next to the results: the evaluation commands are unknown")
+    code("report environment: " + ", ".join(f"{k} {v}" for k, v in versions().items()))
+    html_parts += code_html
+    md_parts += code_md
+
+    title = html.escape(config.title)
+    page = (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f'<link rel="icon" href="data:,"><title>{title}</title><style>{CSS}</style></head>'
+        f"<body><h1>{title}</h1>\n" + "\n".join(html_parts) + "\n</body></html>\n"
+    )
+    markdown = f"# {config.title}\n\n" + "\n\n".join(md_parts) + "\n"
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for img in images:
+        with atomic_path(out_dir / "assets" / img.name) as tmp:
+            tmp.write_bytes(img.data)
+        written.append(out_dir / "assets" / img.name)
+    write_text(out_dir / "report.md", markdown)
+    write_text(out_dir / "report.html", page)  # last: its presence means the report is complete
+    for path in [*written, out_dir / "report.md", out_dir / "report.html"]:
+        readable(path)
+    return out_dir / "report.html"
+

@@ -1,0 +1,119 @@
+"""The evaluation report: tables with highlighted best values, plots, learning curves, GIFs."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image as PILImage
+
+from drive_drail.errors import UserError
+from drive_drail.evaluate.metrics import METRIC_COLUMNS
+from drive_drail.evaluate.report import ReportConfig, best_mask, pick_representatives, write_report
+from drive_drail.evaluate.runner import RESULT_COLUMNS, evaluate, write_results
+from drive_drail.scenario import load_scenario
+
+
+def constructed_results(seeds: int = 6) -> pd.DataFrame:
+    """A results table with known outcomes: the expert always succeeds, 'trained' half the time, constant never."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for policy, kind, source, p_success in (("expert", "expert", "expert", 1.0), ("trained", "artifact", "/nonexistent/actor.pt", 0.5), ("constant", "constant", "constant:0,0", 0.0)):
+        for scenario in ("stop", "lane_change"):
+            for split in ("eval", "dense"):
+                for i in range(seeds):
+                    ok = i < p_success * seeds
+                    row = {c: float(rng.uniform(0.5, 2.0)) for c in METRIC_COLUMNS}
+                    row.update(
+                        policy=policy, scenario=scenario, split=split, seed=1_000_000 + i, policy_kind=kind, policy_source=source, simulator="highway",
+                        success=float(ok), collision=float(not ok), offroad=0.0, route_completion=1.0 if ok else 0.3 + 0.1 * i,
+                        time_to_goal_s=10.0 + i if ok else np.nan, ade_m={"expert": np.nan, "artifact": 3.0 + i}.get(kind, 10.0 + i),
+                    )
+                    rows.append(row)
+    return pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
+
+
+@pytest.fixture()
+def results_dir(tmp_path):
+    out = tmp_path / "results"
+    write_results(constructed_results(), out, command="drive-drail evaluate --policy expert --scenario all")
+    return out
+
+
+def test_best_mask_follows_each_metrics_direction():
+    assert best_mask([0.2, 0.9, 0.9], "success") == [False, True, True]
+    assert best_mask([0.2, 0.9, np.nan], "collision") == [True, False, False]
+    assert best_mask([20.0, 25.0], "mean_speed_mps") == [False, False]  # unranked
+    assert best_mask([0.0, 0.0, 0.0], "success") == [False, False, False]  # all tie
+
+
+def test_report_tables_highlight_the_best_and_the_markdown_twin_matches(tmp_path, results_dir):
+    logs = tmp_path / "run"
+    logs.mkdir()
+    pd.DataFrame(
+        {"global_step": [0, 256, 512, 768], "charts/episode_success": [0.0, 0.2, 0.4, 0.5], "disc/D_expert": [0.5, 0.6, 0.7, 0.7], "disc/D_agent": [0.5, 0.4, 0.3, 0.3], "losses/policy_loss": [0.1, 0.05, 0.02, 0.01]}
+    ).to_csv(logs / "metrics.csv", index=False)
+    path = write_report([results_dir], tmp_path / "report", training_logs=[logs], config=ReportConfig(render=False), command="drive-drail report results -o report")
+    page = path.read_text()
+    md = (tmp_path / "report" / "report.md").read_text()
+
+    # summary: the expert's 100% success is the highlighted best of each scenario and split
+    assert page.count('<td class="best">100% [100%, 100%] (n=6)</td>') == 4
+    assert md.count("**100% [100%, 100%] (n=6)**") == 4
+    assert '<td class="best">50%' not in page.split("Scenario: stop")[0]
+    # per-scenario tables: the trained policy has the lowest ADE (the expert has none)
+    stop = page.split("Scenario: stop")[1].split("</table>")[0]
+    trained_row = re.search(r"<tr><th>trained \(eval\)</th>(.*?)</tr>", stop).group(1)
+    assert '<td class="best">5.50 [' in trained_row  # ADE mean of 3..8
+    # one bar figure per scenario plus the learning curves, inlined and written for the Markdown
+    assert page.count("data:image/png;base64,") == 3
+    for name in ("stop_metrics.png", "lane_change_metrics.png", "learning_curves.png"):
+        assert f"(assets/{name})" in md
+        assert PILImage.open(tmp_path / "report" / "assets" / name).size[0] > 300
+    # reproducibility: commands, seeds and versions
+    for text in ("drive-drail evaluate --policy expert --scenario all", "drive-drail report results -o report", "highway-env"):
+        assert text in page and text in md
+    # self-contained
+    assert "<script" not in page and 'src="http' not in page and "href=\"http" not in page
+
+
+def test_report_rejects_bad_inputs_with_one_line_errors(tmp_path, results_dir):
+    bad_log = tmp_path / "metrics.csv"
+    bad_log.write_text("step,x\n0,1\n")
+    with pytest.raises(UserError, match=r"metrics.csv: column 'global_step' missing"):
+        write_report([results_dir], tmp_path / "r", training_logs=[bad_log], config=ReportConfig(render=False))
+    not_results = tmp_path / "other.csv"
+    not_results.write_text("policy,scenario\na,b\n")
+    with pytest.raises(UserError, match=r"other.csv: column 'split' missing"):
+        write_report([not_results], tmp_path / "r", config=ReportConfig(render=False))
+    with pytest.raises(UserError, match="no results table"):
+        write_report([tmp_path / "nowhere"], tmp_path / "r")
+    assert not (tmp_path / "r" / "report.html").exists()
+
+
+def test_representatives_prefer_the_trained_policy_and_the_median_episode():
+    table = constructed_results()
+    reps = pick_representatives(table, "stop")
+    assert reps["success"]["policy"] == "trained" and reps["failure"]["policy"] == "trained"
+    assert reps["success"]["split"] == "eval"
+    # trained successes have time to goal 10, 11, 12 -> median 11; failures completion .6 .7 .8 -> .7
+    assert reps["success"]["time_to_goal_s"] == 11.0
+    assert reps["failure"]["route_completion"] == pytest.approx(0.7)
+
+
+def test_report_replays_a_success_and_a_failure_as_gifs(tmp_path):
+    stop = load_scenario("stop")
+    table = evaluate(["expert", "constant"], [stop], episodes=1, split="eval", workers=1, reference=False)
+    write_results(table, tmp_path / "results")
+    path = write_report([tmp_path / "results"], tmp_path / "report", config=ReportConfig(frame_every=3))
+    page = path.read_text()
+    assert page.count("data:image/gif;base64,") == 2
+    assert "replay differs" not in page
+    for outcome in ("success", "failure"):
+        gif = PILImage.open(tmp_path / "report" / "assets" / f"stop_{outcome}.gif")
+        assert gif.format == "GIF" and gif.n_frames > 5
+        frame = np.asarray(gif.convert("RGB"))
+        assert frame.std() > 5  # a drawn road, not a blank frame
+    assert "success: expert on stop/eval" in page and "failure: constant on stop/eval" in page
