@@ -51,7 +51,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
         scenario=args.scenario,
         algo=args.algo,
         demos=args.demos or "",
-        steps=args.steps,
+        steps=args.steps if args.steps is not None else 20_000,
         seed=args.seed,
         n_envs=args.n_envs,
         out=args.out or f"runs/{args.scenario}-{args.algo}-s{args.seed}",
@@ -64,7 +64,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
     if args.resume and not args.demos:
         config.demos = "(from checkpoint)"
     try:
-        run_dir = train(config, resume=args.resume, progress=not args.quiet)
+        run_dir = train(config, resume=args.resume, progress=not args.quiet, steps=args.steps)
     except TrainingDiverged as exc:
         raise UserError(f"training diverged: {exc}; the last good checkpoint is in {config.out}/checkpoints") from None
     print(f"run folder {run_dir}: actor.pt, metrics.csv, checkpoints/")
@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenario", required=True, help="scenario name or path")
     p.add_argument("--algo", default="drail", help="drail (default), drail-un, gail, diffail or bc")
     p.add_argument("--demos", help="expert pairs .parquet (from `drive-drail convert`)")
-    p.add_argument("--steps", type=int, default=20_000, help="environment steps (default 20000)")
+    p.add_argument("--steps", type=int, default=None, help="environment steps (default 20000; with --resume: the new total)")
     p.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
     p.add_argument("--n-envs", type=int, default=2, help="parallel environment workers (default 2)")
     p.add_argument("--n-steps", type=int, default=256, help="rollout steps per worker per iteration (default 256)")

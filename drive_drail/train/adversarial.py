@@ -136,14 +136,19 @@ def build_ppo(config: TrainConfig, env, seed: int) -> PPO:
     return model
 
 
-def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
-    """Run (or resume) one training run; returns the run folder holding ``actor.pt``."""
+def train(config: TrainConfig, resume: bool = False, progress: bool = True, steps: int | None = None) -> Path:
+    """Run (or resume) one training run; returns the run folder holding ``actor.pt``.
+
+    On ``resume`` the run's saved config is used; ``steps`` (if given) sets a new total.
+    """
     run_dir = Path(config.out)
     if resume:
         saved = checkpoint.load_config(run_dir)
         if saved is None:
             raise UserError(f"{run_dir}: nothing to resume (no checkpoint found)")
         config = saved
+        if steps is not None:
+            config.steps = steps
     elif checkpoint.latest(run_dir) is not None:
         raise UserError(f"{run_dir}: a run exists there; pass --resume to continue it or choose another --out")
     config.validate()

@@ -1,0 +1,110 @@
+"""Real, short training runs in highway-env: checkpoints, resume after a kill, repeatability."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from drive_drail import spec
+from drive_drail.models.policy import DeterministicActor
+from drive_drail.pairs.convert import ConvertConfig, convert_file
+from drive_drail.record import record_episodes
+from drive_drail.train import checkpoint
+from drive_drail.train.adversarial import TrainingDiverged, _check_finite, build_ppo, train
+from drive_drail.train.config import TrainConfig
+
+
+@pytest.fixture(scope="module")
+def stop_demos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("demos")
+    log = record_episodes("stop", n_episodes=2, seed=0, out_path=folder / "log.parquet", progress=False)
+    convert_file(str(log), str(folder / "pairs.parquet"), "auto", ConvertConfig(action_hz=5.0))
+    return str(folder / "pairs.parquet")
+
+
+def small(demos, out, **kw):
+    base = dict(scenario="stop", algo="drail", demos=demos, steps=128, n_envs=1, n_steps=32, batch_size=32,
+                ppo_epochs=2, bc_epochs=2, disc_hidden=64, policy_hidden=(32, 32), out=str(out))
+    return TrainConfig(**{**base, **kw})
+
+
+def test_training_run_writes_checkpoint_metrics_and_an_actor_that_acts(stop_demos, tmp_path):
+    run = train(small(stop_demos, tmp_path / "run"), progress=False)
+    latest = checkpoint.latest(run)
+    assert latest is not None and latest.name == "it-000004"
+    assert {"ppo.zip", "disc.pt", "state.pt", "normalizer.npz", "actor.pt"} <= {p.name for p in latest.iterdir()}
+    metrics = pd.read_csv(run / "metrics.csv")
+    for col in ("disc/loss", "disc/d_expert", "disc/d_agent", "charts/reward_mean", "losses/policy_loss", "bc/train_mse"):
+        assert col in metrics.columns
+    assert metrics["global_step"].iloc[-1] == 128
+    assert np.isfinite(metrics["disc/loss"].dropna()).all()
+    actor = DeterministicActor.load(run / "actor.pt")
+    action = actor.act(np.zeros(spec.OBS_DIM, np.float32))
+    assert action.shape == (2,) and np.all(np.abs(action) <= 1.0)
+
+
+def test_same_seed_same_run(stop_demos, tmp_path):
+    a = train(small(stop_demos, tmp_path / "a", steps=64), progress=False)
+    b = train(small(stop_demos, tmp_path / "b", steps=64), progress=False)
+    sa = DeterministicActor.load(a / "actor.pt").state_dict()
+    sb = DeterministicActor.load(b / "actor.pt").state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    c = train(small(stop_demos, tmp_path / "c", steps=64, seed=1), progress=False)
+    sc = DeterministicActor.load(c / "actor.pt").state_dict()
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_its_last_checkpoint(stop_demos, tmp_path):
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "drive_drail.cli", "train", "--scenario", "stop", "--algo", "gail", "--demos", stop_demos,
+            "--steps", "4096", "--n-envs", "1", "--n-steps", "32", "--bc-epochs", "1", "--out", str(out), "--quiet"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        latest = checkpoint.latest(out)
+        if latest is not None and latest.name >= "it-000003":
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = checkpoint.latest(out)
+    assert killed_at is not None and proc.returncode != 0
+    done_before = int(killed_at.name.split("-")[1])
+    assert done_before < 4096 // 32
+
+    # Resume with a new, smaller total (--steps) so the test stays short.
+    total = (done_before + 2) * 32
+    resume = subprocess.run([sys.executable, "-m", "drive_drail.cli", "train", "--scenario", "stop", "--out", str(out),
+                             "--resume", "--steps", str(total), "--quiet"], capture_output=True, text=True, timeout=1200)
+    assert resume.returncode == 0, resume.stderr
+    final = checkpoint.latest(out)
+    assert int(final.name.split("-")[1]) == done_before + 2
+    metrics = pd.read_csv(out / "metrics.csv")
+    steps = metrics["global_step"].to_numpy()
+    assert (np.diff(steps[1:]) > 0).all()  # no duplicated rows from the killed iteration
+    assert steps[-1] == total
+    DeterministicActor.load(out / "actor.pt").act(np.zeros(spec.OBS_DIM, np.float32))
+
+
+def test_nan_in_the_policy_stops_training_with_a_clear_message(stop_demos, tmp_path):
+    from stable_baselines3.common.vec_env import DummyVecEnv
+    from drive_drail.scenario import load_scenario
+    from drive_drail.sim import make_env
+
+    env = DummyVecEnv([lambda: make_env(load_scenario("stop"))])
+    model = build_ppo(small(stop_demos, tmp_path), env, seed=0)
+    _check_finite(model, 3, {"losses/policy_loss": 0.1})  # healthy: no error
+    with pytest.raises(TrainingDiverged, match="losses/value_loss is nan at iteration 3"):
+        _check_finite(model, 3, {"losses/value_loss": float("nan")})
+    with torch.no_grad():
+        next(model.policy.parameters()).fill_(float("inf"))
+    with pytest.raises(TrainingDiverged, match="NaN/inf at iteration 7"):
+        _check_finite(model, 7, {})
+    env.close()
