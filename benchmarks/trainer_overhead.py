@@ -1,0 +1,85 @@
+"""Benchmark: what the training loop costs on top of the simulator, and what a 2nd worker buys.
+
+In one run, on one scenario:
+* raw env steps/s: the adapter stepped with random actions in this process;
+* training-loop env steps/s with 1 worker (rollouts + discriminator update + relabel +
+  PPO update, all included) -> ratio to raw (target >= 0.85);
+* training-loop env steps/s with 2 workers -> ratio to 1 worker (target >= 1.7).
+Prints JSON.
+
+    python benchmarks/trainer_overhead.py [--scenario lane_change] [--steps 1024]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def raw_steps_per_s(scenario_name: str, steps: int) -> float:
+    from drive_drail.scenario import load_scenario
+    from drive_drail.sim import make_env
+
+    env = make_env(load_scenario(scenario_name), split="train")
+    rng = np.random.default_rng(0)
+    env.reset(seed=0)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        _, _, terminated, truncated, _ = env.step(rng.uniform(-0.2, 0.2, 2))
+        if terminated or truncated:
+            env.reset()
+    rate = steps / (time.perf_counter() - t0)
+    env.close()
+    return rate
+
+
+def training_steps_per_s(scenario_name: str, demos: str, steps: int, n_envs: int, out: Path) -> float:
+    """Env steps per second of the whole loop, from the metrics of iterations 2.. (1 is warm-up)."""
+    import pandas as pd
+
+    from drive_drail.train.adversarial import train
+    from drive_drail.train.config import TrainConfig
+
+    train(TrainConfig(scenario=scenario_name, algo="drail", demos=demos, steps=steps, n_envs=n_envs,
+                      n_steps=steps // (4 * n_envs), bc_epochs=1, out=str(out)), progress=False)
+    metrics = pd.read_csv(out / "metrics.csv").dropna(subset=["charts/sps"])
+    return float(metrics["charts/sps"].iloc[1:].median())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scenario", default="lane_change")
+    parser.add_argument("--steps", type=int, default=1024, help="env steps per training run (4 iterations)")
+    args = parser.parse_args()
+
+    from drive_drail.pairs.convert import ConvertConfig, convert_file
+    from drive_drail.record import record_episodes
+
+    work = Path(tempfile.mkdtemp(prefix="trainer-bench-"))
+    log = record_episodes(args.scenario, n_episodes=2, seed=0, out_path=work / "log.parquet", progress=False)
+    convert_file(str(log), str(work / "pairs.parquet"), "auto", ConvertConfig(action_hz=5.0))
+    demos = str(work / "pairs.parquet")
+
+    raw = raw_steps_per_s(args.scenario, args.steps // 2)
+    one = training_steps_per_s(args.scenario, demos, args.steps, 1, work / "one")
+    two = training_steps_per_s(args.scenario, demos, args.steps, 2, work / "two")
+    print(json.dumps({
+        "benchmark": "trainer_overhead",
+        "scenario": args.scenario,
+        "raw_env_steps_per_s": round(raw, 1),
+        "train_steps_per_s_1_worker": round(one, 1),
+        "train_steps_per_s_2_workers": round(two, 1),
+        "ratio_train_1_worker_to_raw": round(one / raw, 3),
+        "target_ratio_to_raw": 0.85,
+        "ratio_2_workers_to_1": round(two / one, 3),
+        "target_ratio_2_to_1": 1.7,
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
