@@ -10,10 +10,12 @@ DEMO   := runs/demo
 env: $(STAMP)
 
 # torch is installed first as the CPU pin, so nothing pulls the multi-GB CUDA build.
+# MetaDrive goes in with --no-deps so that pygame-ce (highway-env's) keeps the `pygame` module.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[test,metadrive]'
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps metadrive-simulator==0.4.3
 	touch $(STAMP)
 
 # The main job on the embedded default: log -> pairs -> DRAIL training -> export.

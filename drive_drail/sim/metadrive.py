@@ -1,0 +1,765 @@
+"""The MetaDrive adapter: a scenario's MetaDrive environment behind the spec interface.
+
+Runs MetaDrive 0.4.3 headless and state-only (``use_render=False``, no image
+observation); :mod:`drive_drail.sim.metadrive_assets` makes that work without MetaDrive's
+render assets and without its asset download.
+
+Frames. MetaDrive's world frame is right-handed: ``vehicle.position`` is Panda3D's (x, y)
+unchanged, ``heading_theta`` is counter-clockwise from +x in rad, positive steering turns
+left, and the first block of every procedural (PG) map runs along +x. So it IS the spec
+frame; no mirroring. Velocities are the spec's convention (as in the highway adapter and
+the converter): ``speed * [cos(heading), sin(heading)]`` with the signed speed
+``speed = velocity . [cos(heading), sin(heading)]`` of the physics body.
+
+Lanes. MetaDrive lanes are ``(from_node, to_node, id)``; on every road segment id 0 is
+the LEFTMOST lane in the driving direction (checked on the first block: lane 0 lies at
+the largest y), which is the spec's convention, so ``lane_index = id`` unchanged.
+``lane_count`` is the number of lanes of that segment (an on-ramp's acceleration lane
+counts, as in highway-env). ``lane_offset_m`` is measured geometrically, + = left, from
+the lane centre at the vehicle's longitudinal coordinate (MetaDrive's own ``lateral`` is
++ = right); ``lane_heading_rad = lane.heading_theta_at(longitudinal)``. A vehicle's lane
+is its navigation's current lane (the ego's lies on its route).
+
+Actions (:func:`physical_to_metadrive`, :func:`metadrive_to_physical`). MetaDrive's
+action is ``[steering, throttle_brake]`` in [-1, 1]^2 (``BaseVehicle._set_action``):
+
+- the front wheels turn by ``steering * max_steering`` (the vehicle config's
+  ``max_steering``, in degrees, 40 for the default car), + = left; so
+  ``steering = steer_rad / radians(max_steering)``;
+- ``throttle_brake > 0`` applies an engine force ``throttle_brake * max_engine_force`` [N]
+  at each of the 4 wheels: ``accel = throttle_brake * 4 * max_engine_force / mass``
+  (2.73 to 3.09 m/s^2 at full throttle for the default car, whose engine force is drawn
+  in [750, 850] N per episode); the engine cuts out above ``max_speed_km_h`` (80 km/h);
+- ``throttle_brake < 0`` sets Bullet's brake, a per-physics-step impulse limit of
+  ``|throttle_brake| * max_brake_force`` [N s] at each wheel:
+  ``accel = throttle_brake * 4 * max_brake_force / (mass * physics_world_step_size)``
+  (14.5 to 33 m/s^2 nominal at full brake, brake force drawn in [80, 180] N s; the
+  spec's -5 m/s^2 floor is reached near -0.3, well inside the tyres' grip); the car
+  brakes to a standstill and never reverses;
+- ``throttle_brake == 0`` exactly coasts with MetaDrive's rolling-resistance brake 2.0:
+  ``-4 * 2 / (mass * dt)``, -0.36 m/s^2 at 50 Hz. The forward map therefore sends
+  ``accel_mps2 <= 0`` to the brake branch (``accel == 0`` -> a vanishing brake, not to
+  the coasting value).
+
+These are the ego's own numbers, read from its config every episode (:class:`VehicleLimits`);
+the test checks the map against measured accelerations and yaw rates. Spec actions
+outside the car's range are clipped to it. Actions are held for
+``decision_repeat = simulation_frequency_hz // policy_frequency_hz`` physics steps of
+``physics_world_step_size = 1 / simulation_frequency_hz`` s.
+
+Scene. The ego, every other vehicle MetaDrive has spawned (active traffic, traffic
+parked until its block is triggered, stalled vehicles) and every static traffic object
+(cones, warnings, barriers), as vehicles; :func:`drive_drail.spec.observe_batch` applies
+its own radius. One helper, :meth:`MetaDriveAdapter.frame_rows`, extracts these states
+for both :meth:`MetaDriveAdapter.scene` and the recorder, so logs and rollouts hold the
+same float64 numbers. ``expert`` is True for the ego and for traffic that is driving
+(triggered), False for parked traffic, stalled vehicles and objects.
+
+Outcomes. ``crashed`` = MetaDrive's ``crash`` (vehicle, object, building, sidewalk or
+human), ``offroad`` = ``out_of_road`` (which in MetaDrive includes crossing a solid
+line), ``success`` from ``arrive_dest`` or the task's own criterion, see
+:class:`MetaDriveAdapter`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import weakref
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
+
+import gymnasium as gym
+import numpy as np
+
+from drive_drail import spec
+from drive_drail.scenario import Scenario, ScenarioError, did_you_mean
+from drive_drail.sim import base
+from drive_drail.sim.metadrive_assets import state_only_engine
+
+ENV_IDS = ("MetaDriveEnv",)
+"""Scenario ``env_id`` values this adapter runs (MetaDrive's procedural-map environment)."""
+
+ADAPTER_KEYS: dict[str, tuple[object, str]] = {
+    "ego_on_ramp": (False, "start the ego on the first on-ramp ('r' block) of the map instead of the first block"),
+    "stall_distance_m": ([60.0, 90.0], "stop: uniform range of the distance from the ego to the stalled vehicle [m]"),
+}
+"""Settings the adapter understands on top of MetaDrive's own config keys: key -> (default, doc)."""
+
+RESERVED_CONFIG_KEYS = {
+    "use_render": "the adapter runs MetaDrive headless (see sim/metadrive_assets.py)",
+    "image_observation": "the adapter builds the spec observation itself",
+    "agent_observation": "the adapter builds the spec observation itself",
+    "manual_control": "the adapter drives the ego",
+    "agent_policy": "the adapter drives the ego",
+    "physics_world_step_size": "set by simulation_frequency_hz",
+    "decision_repeat": "set by simulation_frequency_hz // policy_frequency_hz",
+    "horizon": "set by episode_seconds",
+    "start_seed": "set by the scenario's seeds",
+    "num_scenarios": "set by the scenario's seeds",
+    "num_agents": "the adapter drives exactly one ego",
+    "is_multi_agent": "the adapter drives exactly one ego",
+}
+"""MetaDrive config keys a scenario may not set, and why."""
+
+NO_BRAKE_EPS = 1e-9
+"""|throttle_brake| sent for ``accel_mps2 == 0``: a vanishing brake instead of MetaDrive's coasting brake."""
+
+ROLLING_BRAKE = 2.0
+"""MetaDrive's brake impulse limit per wheel while not braking (``_apply_throttle_brake``) [N s]."""
+
+WHEELS = 4
+"""MetaDrive applies engine force and brake at all four wheels."""
+
+
+# --------------------------------------------------------------------------------------
+# The action map: spec (accel_mps2, steer_rad) <-> MetaDrive [steering, throttle_brake]
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VehicleLimits:
+    """The ego's physical limits, from its MetaDrive config (see the module docstring)."""
+
+    max_steering_rad: float
+    """Front-wheel angle at ``steering = 1`` [rad]."""
+    max_accel_mps2: float
+    """Acceleration at full throttle, ``4 * max_engine_force / mass`` [m/s^2]."""
+    max_brake_mps2: float
+    """Deceleration at full brake, ``4 * max_brake_force / (mass * dt)`` [m/s^2], > 0."""
+    coast_mps2: float
+    """Deceleration at ``throttle_brake == 0``, ``4 * 2.0 / (mass * dt)`` [m/s^2], > 0."""
+    max_speed_mps: float
+    """Above this speed the engine gives no force [m/s]."""
+
+    @classmethod
+    def of(cls, vehicle, physics_dt_s: float) -> "VehicleLimits":
+        """The limits of a MetaDrive ``BaseVehicle`` stepped at ``physics_dt_s``."""
+        c = vehicle.config
+        mass = float(c["mass"]) if c["mass"] else float(vehicle.MASS)
+        return cls(
+            max_steering_rad=math.radians(float(vehicle.max_steering)),
+            max_accel_mps2=WHEELS * float(c["max_engine_force"]) / mass,
+            max_brake_mps2=WHEELS * float(c["max_brake_force"]) / (mass * physics_dt_s),
+            coast_mps2=WHEELS * ROLLING_BRAKE / (mass * physics_dt_s),
+            max_speed_mps=float(c["max_speed_km_h"]) / 3.6,
+        )
+
+
+def physical_to_metadrive(action_physical: np.ndarray, limits: VehicleLimits) -> np.ndarray:
+    """``[accel_mps2, steer_rad]`` -> MetaDrive ``[steering, throttle_brake]``, clipped to [-1, 1]. Shape ``[..., 2]``."""
+    a = np.asarray(action_physical, dtype=np.float64)
+    accel, steer = a[..., 0], a[..., 1]
+    steering = np.clip(steer / limits.max_steering_rad, -1.0, 1.0)
+    throttle = accel / limits.max_accel_mps2
+    brake = np.minimum(accel / limits.max_brake_mps2, -NO_BRAKE_EPS)  # accel == 0 -> no brake, not coasting
+    throttle_brake = np.clip(np.where(accel > 0.0, throttle, brake), -1.0, 1.0)
+    return np.stack([steering, throttle_brake], axis=-1)
+
+
+def metadrive_to_physical(action_metadrive: np.ndarray, limits: VehicleLimits) -> np.ndarray:
+    """MetaDrive ``[steering, throttle_brake]`` -> ``[accel_mps2, steer_rad]`` (clipped to [-1, 1] first). Shape ``[..., 2]``."""
+    m = np.clip(np.asarray(action_metadrive, dtype=np.float64), -1.0, 1.0)
+    steering, tb = m[..., 0], m[..., 1]
+    accel = np.where(tb > 0.0, tb * limits.max_accel_mps2, np.where(tb < 0.0, tb * limits.max_brake_mps2, -limits.coast_mps2))
+    return np.stack([accel, steering * limits.max_steering_rad], axis=-1)
+
+
+def spec_unit_to_metadrive(action_unit: np.ndarray, limits: VehicleLimits) -> np.ndarray:
+    """A policy action in [-1, 1]^2 -> MetaDrive's action (through physical units)."""
+    return physical_to_metadrive(spec.action_to_physical(action_unit), limits)
+
+
+def metadrive_to_spec_unit(action_metadrive: np.ndarray, limits: VehicleLimits) -> np.ndarray:
+    """MetaDrive's action -> the policy action in [-1, 1]^2 that reproduces it (clipped to the spec ranges)."""
+    physical = metadrive_to_physical(action_metadrive, limits)
+    lo = np.array([spec.ACCEL_RANGE_MPS2[0], spec.STEER_RANGE_RAD[0]])
+    hi = np.array([spec.ACCEL_RANGE_MPS2[1], spec.STEER_RANGE_RAD[1]])
+    return spec.action_to_unit(np.clip(physical, lo, hi))
+
+
+# --------------------------------------------------------------------------------------
+# State extraction: the ONE place MetaDrive objects become spec-frame numbers
+# --------------------------------------------------------------------------------------
+
+STATE_COLUMNS = (
+    "x_m", "y_m", "vx_mps", "vy_mps", "heading_rad", "length_m", "width_m",
+    "lane_index", "lane_count", "lane_offset_m", "lane_heading_rad", "on_ramp", "expert",
+)  # fmt: skip
+"""The record-format columns :meth:`MetaDriveAdapter.frame_rows` fills (all but scene_id, track_id, frame, t_s)."""
+
+_FLOAT_COLUMNS = ("x_m", "y_m", "vx_mps", "vy_mps", "heading_rad", "length_m", "width_m", "lane_offset_m", "lane_heading_rad")
+
+
+class Track:
+    """A stable handle on one MetaDrive object for one episode (the recorder keys tracks by it).
+
+    ``crashed`` becomes True, and stays True, once the object is seen in a crash.
+    """
+
+    __slots__ = ("obj", "crashed", "__weakref__")
+
+    def __init__(self, obj):
+        self.obj = obj
+        self.crashed = False
+
+
+class FrameRows(NamedTuple):
+    """Every object at one instant, ego first: ``objects[i]`` is the :class:`Track` of row i;
+    ``columns`` maps each of :data:`STATE_COLUMNS` to an array ``[N]`` (float64 states, int64 lane fields, bool flags)."""
+
+    objects: list
+    columns: dict[str, np.ndarray]
+
+
+def scene_from_rows(columns: dict[str, np.ndarray], ego_row: int = 0) -> spec.Scene:
+    """The :class:`spec.Scene` of the vehicle in row ``ego_row`` (columns as in :data:`STATE_COLUMNS`)."""
+
+    def vehicle(i: int) -> spec.Vehicle:
+        return spec.Vehicle(
+            x_m=float(columns["x_m"][i]),
+            y_m=float(columns["y_m"][i]),
+            vx_mps=float(columns["vx_mps"][i]),
+            vy_mps=float(columns["vy_mps"][i]),
+            heading_rad=float(columns["heading_rad"][i]),
+            length_m=float(columns["length_m"][i]),
+            width_m=float(columns["width_m"][i]),
+            lane=int(columns["lane_index"][i]),
+        )
+
+    lane = spec.LaneContext(
+        count=int(columns["lane_count"][ego_row]),
+        offset_m=float(columns["lane_offset_m"][ego_row]),
+        heading_rad=float(columns["lane_heading_rad"][ego_row]),
+    )
+    n = len(columns["x_m"])
+    return spec.Scene(ego=vehicle(ego_row), others=[vehicle(i) for i in range(n) if i != ego_row], lane=lane)
+
+
+def observe_rows(columns: dict[str, np.ndarray], ego_row: int = 0) -> np.ndarray:
+    """``spec.observe(scene_from_rows(columns, ego_row))`` without building the Scene objects.
+
+    The same numbers go through the same :func:`spec.observe_batch` as a one-scene batch,
+    so the result is identical (the tests check it); shape ``[OBS_DIM]``, float32.
+    """
+    n = len(columns["x_m"])
+    batch = spec.SceneBatch(
+        x_m=columns["x_m"][None, :],
+        y_m=columns["y_m"][None, :],
+        vx_mps=columns["vx_mps"][None, :],
+        vy_mps=columns["vy_mps"][None, :],
+        heading_rad=columns["heading_rad"][None, :],
+        lane=columns["lane_index"][None, :],
+        valid=np.ones((1, n), dtype=bool),
+        ego=np.array([ego_row], dtype=np.int64),
+        lane_count=columns["lane_count"][ego_row : ego_row + 1].astype(np.float64),
+        lane_offset_m=columns["lane_offset_m"][ego_row : ego_row + 1],
+        lane_heading_rad=columns["lane_heading_rad"][ego_row : ego_row + 1],
+    )
+    return spec.observe_batch(batch)[0]
+
+
+def lane_frame(lane, road_network, x_m: float, y_m: float) -> tuple[int, int, float, float]:
+    """``(lane_index, lane_count, lane_offset_m (+ left), lane_heading_rad)`` of a point on ``lane``."""
+    longitudinal = lane.local_coordinates((x_m, y_m))[0]
+    cx, cy = lane.position(longitudinal, 0.0)
+    h = float(lane.heading_theta_at(longitudinal))
+    offset = -math.sin(h) * (x_m - cx) + math.cos(h) * (y_m - cy)
+    f, t, i = lane.index
+    return int(i), len(road_network.graph[f][t]), float(offset), h
+
+
+def _crashed(obj) -> bool:
+    return bool(
+        getattr(obj, "crash_vehicle", False)
+        or getattr(obj, "crash_object", False)
+        or getattr(obj, "crash_building", False)
+        or getattr(obj, "crash_human", False)
+        or getattr(obj, "crash_sidewalk", False)
+    )
+
+
+# --------------------------------------------------------------------------------------
+# The adapter
+# --------------------------------------------------------------------------------------
+
+SimStepHook = Callable[["MetaDriveAdapter"], None]
+_ENGINE_OWNER: "weakref.ref[MetaDriveAdapter] | None" = None
+"""MetaDrive allows one engine per process: the adapter that holds it."""
+
+
+def _check_engine_free(adapter: "MetaDriveAdapter") -> None:
+    """MetaDrive runs one engine per process: refuse clearly if another adapter holds it."""
+    owner = _ENGINE_OWNER() if _ENGINE_OWNER is not None else None
+    if owner is not None and owner is not adapter:
+        raise RuntimeError(
+            "MetaDrive runs one engine per process and another MetaDrive adapter holds it: close that one first "
+            "(or run this one in its own process, e.g. a SubprocVecEnv worker)"
+        )
+
+
+class MetaDriveAdapter(gym.Env):
+    """A scenario's MetaDrive environment with the spec observation and action (see ``sim/base.py``).
+
+    - observation: ``spec.observe(self.scene())``, shape ``[OBS_DIM]``, float32;
+    - action: ``[-1, 1]^2`` -> ``[accel_mps2, steer_rad]`` (+ = left) -> MetaDrive's
+      ``[steering, throttle_brake]`` with the ego's limits, held for ``decision_repeat``
+      physics steps;
+    - reward: 0 (imitation learning brings its own);
+    - terminated: crash, off-road, MetaDrive's ``arrive_dest``, or the task's route done
+      (lane_change: ``route_length_m`` driven along the route);
+    - truncated: the time limit ``episode_seconds`` was reached without termination;
+    - info (every step): crashed, offroad, success (True only on the final step of a
+      successful episode), route_completion, speed_mps, lane_index, time_s, arrive_dest,
+      episode_seed, action_physical (the applied ``[accel_mps2, steer_rad]`` after the car's
+      limits) and task extras (lane_changes; merge: merged; stop: gap_m, stopped_s).
+
+    Route completion: lane_change: distance driven along the navigation route over
+    ``route_length_m``; merge: MetaDrive's own ``route_completion`` (to the map's end);
+    stop: progress from the start to the stop zone (``stopped_before_m`` behind the
+    stalled vehicle). Success: no crash, no off-road, completion at least
+    ``min_route_completion`` (or ``arrive_dest``), plus merge: on a main lane if
+    ``require_merge``; stop: the gap criteria of :class:`drive_drail.scenario.SuccessCriteria`.
+
+    Episode seeds work as in the highway adapter: ``reset(seed=s)`` plays MetaDrive's
+    scenario ``s`` (map and traffic), ``reset()`` takes the split's next seed. MetaDrive
+    holds one engine per process, so one adapter at a time: close it before making another.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, scenario: Scenario, seed: int = 0, split: str = "train"):
+        super().__init__()
+        if scenario.simulator != "metadrive":
+            raise ScenarioError(scenario.source, f"the MetaDrive adapter cannot run simulator '{scenario.simulator}'", key="simulator")
+        self.scenario = scenario
+        self.split = split
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (spec.OBS_DIM,), np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (spec.ACTION_DIM,), np.float32)
+        self.policy_dt_s = 1.0 / scenario.policy_frequency_hz
+        self.sim_dt_s = 1.0 / scenario.simulation_frequency_hz
+
+        self.md_config, self.adapter_config = metadrive_config(scenario, split)
+        from metadrive.envs import MetaDriveEnv
+
+        _check_engine_free(self)
+        with state_only_engine():
+            self._md = MetaDriveEnv(self.md_config)
+
+        seeds = scenario.seeds_for(split)
+        if split == "train":
+            self._seed_order = [seeds[i] for i in np.random.default_rng(seed).permutation(len(seeds))]
+        else:
+            self._seed_order = [seeds[(seed + i) % len(seeds)] for i in range(len(seeds))]
+        self._episodes = 0
+        self._hooks: list[SimStepHook] = []
+        self._tracks: dict[str, Track] = {}
+        self._closed = False
+        self.sim_frame = 0
+        self.policy_steps = 0
+        self.episode_seed: int | None = None
+        self.limits: VehicleLimits | None = None
+        self.stalled = None
+
+    # ---------------------------------------------------------------- MetaDrive access
+
+    @property
+    def md_env(self):
+        """The wrapped ``MetaDriveEnv`` (experts and the benchmark read it)."""
+        return self._md
+
+    @property
+    def engine(self):
+        return self._md.engine
+
+    @property
+    def ego(self):
+        return self._md.agent
+
+    @property
+    def road_network(self):
+        return self._md.current_map.road_network
+
+    def add_sim_step_hook(self, hook: SimStepHook) -> None:
+        """Call ``hook(adapter)`` after every physics step, e.g. to record states."""
+        self._hooks.append(hook)
+
+    def remove_sim_step_hook(self, hook: SimStepHook) -> None:
+        self._hooks.remove(hook)
+
+    # ---------------------------------------------------------------- gymnasium API
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        global _ENGINE_OWNER
+        super().reset(seed=seed)
+        if self._closed:
+            raise RuntimeError("this MetaDrive adapter is closed")
+        _check_engine_free(self)
+        if seed is None:
+            seed = self._seed_order[self._episodes % len(self._seed_order)]
+        if seed not in self._md_seed_range():
+            raise ValueError(f"episode seed {seed} is not one of the {self.split} seeds of {self.scenario.source}")
+        self._episodes += 1
+        self.episode_seed = int(seed)
+        with state_only_engine():
+            self._md.reset(seed=self.episode_seed)
+        _ENGINE_OWNER = weakref.ref(self)
+        self._install_physics_hook()
+        self._tracks = {}
+        self.limits = VehicleLimits.of(self.ego, self.sim_dt_s)
+        self.sim_frame = 0
+        self.policy_steps = 0
+        self._md_info: dict = {}
+        self._start_task()
+        self._last_action = np.zeros(spec.ACTION_DIM)
+        return self._observe(), self._info(final=False)
+
+    def step(self, action_unit) -> tuple[np.ndarray, float, bool, bool, dict]:
+        physical = spec.action_to_physical(np.asarray(action_unit, dtype=np.float64).reshape(spec.ACTION_DIM))
+        md_action = physical_to_metadrive(physical, self.limits)
+        _, _, md_terminated, _, self._md_info = self._md.step(md_action)  # decision_repeat physics steps
+        self.policy_steps += 1
+        self._last_action = metadrive_to_physical(md_action, self.limits)
+        self._update_task()
+
+        crashed, offroad = self._crashed_offroad()
+        terminated = bool(md_terminated or crashed or offroad or self._arrived() or (self.scenario.task == "lane_change" and self._route_completion() >= 1.0))
+        truncated = not terminated and self.policy_steps >= self.scenario.max_policy_steps
+        info = self._info(final=terminated or truncated)
+        return self._observe(), 0.0, terminated, truncated, info
+
+    def scene(self) -> spec.Scene:
+        """The current scene of the ego (every vehicle and object MetaDrive has spawned)."""
+        return scene_from_rows(self.frame_rows().columns)
+
+    def frame_rows(self, lane_details: bool = True) -> FrameRows:
+        """All objects now, ego first, as record-format state columns.
+
+        ``lane_details=False`` fills ``lane_count``, ``lane_offset_m`` and ``lane_heading_rad``
+        for the ego row only (0 / 0 / heading elsewhere): the observation reads them only
+        for the ego, so the adapter's per-step observation skips the others' lane geometry.
+        """
+        from metadrive.component.static_object.traffic_object import TrafficObject
+        from metadrive.component.vehicle.base_vehicle import BaseVehicle
+
+        ego = self.ego
+        objects = [ego] + [o for o in self.engine.get_objects().values() if o is not ego and isinstance(o, (BaseVehicle, TrafficObject))]
+        active = {id(v) for v in self.engine.traffic_manager.traffic_vehicles}
+        network, on_ramp_lanes = self.road_network, self._on_ramp_lanes
+        states, lanes, flags, tracks = [], [], [], []  # per row: 9 floats, 2 ints, 2 bools, its Track
+        for i, o in enumerate(objects):
+            x, y = o.position
+            h = float(o.heading_theta)
+            ch, sh = math.cos(h), math.sin(h)
+            vel = o.velocity
+            speed = float(vel[0]) * ch + float(vel[1]) * sh  # signed speed along the heading
+            lane = self._lane_of(o)
+            if lane is not None and (lane_details or i == 0):
+                index, count, offset, lane_heading = lane_frame(lane, network, x, y)
+            else:
+                index, count, offset, lane_heading = (lane.index[2] if lane is not None else -1), 0, 0.0, h
+            states.append((x, y, speed * ch, speed * sh, h, o.LENGTH, o.WIDTH, offset, lane_heading))
+            lanes.append((index, count))
+            is_expert = isinstance(o, BaseVehicle) and (o is ego or id(o) in active) and not getattr(o, "break_down", False)
+            flags.append((lane is not None and lane.index in on_ramp_lanes, is_expert))
+            track = self._tracks.get(o.name)
+            if track is None:
+                track = self._tracks[o.name] = Track(o)
+            if not track.crashed:
+                track.crashed = _crashed(o)
+            tracks.append(track)
+        f = np.array(states, dtype=np.float64).reshape(-1, 9)
+        k = np.array(lanes, dtype=np.int64).reshape(-1, 2)
+        b = np.array(flags, dtype=bool).reshape(-1, 2)
+        columns = dict(zip(_FLOAT_COLUMNS, f.T))
+        columns.update(lane_index=k[:, 0], lane_count=k[:, 1], on_ramp=b[:, 0], expert=b[:, 1])
+        return FrameRows(objects=tracks, columns={c: columns[c] for c in STATE_COLUMNS})
+
+    def close(self) -> None:
+        global _ENGINE_OWNER
+        if not self._closed:
+            self._md.close()
+            self._closed = True
+            if _ENGINE_OWNER is not None and _ENGINE_OWNER() is self:
+                _ENGINE_OWNER = None
+
+    # ---------------------------------------------------------------- internals
+
+    def _md_seed_range(self) -> range:
+        start = int(self.md_config["start_seed"])
+        return range(start, start + int(self.md_config["num_scenarios"]))
+
+    def _observe(self) -> np.ndarray:
+        return observe_rows(self.frame_rows(lane_details=False).columns)
+
+    def _lane_of(self, obj):
+        navigation = getattr(obj, "navigation", None)
+        if navigation is not None and navigation.current_lane is not None:
+            return navigation.current_lane
+        return getattr(obj, "lane", None)  # static objects remember the lane they were placed on (or None)
+
+    def _install_physics_hook(self) -> None:
+        """Wrap this engine's ``step_physics_world`` (the instance, not the class) to count frames and call hooks."""
+        engine = self.engine
+        original = type(engine).step_physics_world.__get__(engine)
+
+        def step_physics_world() -> None:
+            original()
+            self.sim_frame += 1
+            for hook in self._hooks:
+                hook(self)
+
+        engine.step_physics_world = step_physics_world
+
+    def _crashed_offroad(self) -> tuple[bool, bool]:
+        info = self._md_info
+        crashed = bool(info.get("crash", False)) or _crashed(self.ego)
+        return crashed, bool(info.get("out_of_road", False))
+
+    def _arrived(self) -> bool:
+        return bool(self._md_info.get("arrive_dest", False))
+
+    # Task progress.
+    def _start_task(self) -> None:
+        ego, task, success = self.ego, self.scenario.task, self.scenario.success
+        self._on_ramp_lanes = on_ramp_lanes(self._md.current_map)
+        self._lane_changes = 0
+        self._last_lane = ego.lane_index
+        self._stopped_s = 0.0
+        self._travelled_start_m = float(ego.navigation.travelled_length)
+        if task == "stop":
+            self.stalled, self._stall_lane = self._spawn_stalled_vehicle()
+            self._gap_start_m = self._gap_m()
+
+    def _spawn_stalled_vehicle(self):
+        """Stop task: a broken-down vehicle in the ego lane, ``stall_distance_m`` ahead along the route."""
+        ego = self.ego
+        lo, hi = self.adapter_config["stall_distance_m"]
+        distance = float(np.random.default_rng(self.episode_seed).uniform(lo, hi))  # reproducible from the episode seed
+        lane, longitudinal = lane_ahead(ego, distance)
+        if lane is None:
+            raise ScenarioError(self.scenario.source, f"the route is shorter than {distance:.0f} m: lengthen the map", key="env_config.map_config")
+        manager = self.engine.traffic_manager  # it clears what it spawned at the next reset; it drives only its own traffic list
+        vehicle_type = manager.random_vehicle_type()
+        stalled = manager.spawn_object(vehicle_type, vehicle_config={"spawn_lane_index": lane.index, "spawn_longitude": float(longitudinal)})
+        stalled.set_break_down()
+        return stalled, lane
+
+    def _update_task(self) -> None:
+        lane = self.ego.lane_index
+        if lane[:2] == self._last_lane[:2] and lane[2] != self._last_lane[2]:
+            self._lane_changes += 1
+        self._last_lane = lane
+        if self.scenario.task == "stop":
+            stopped = abs(self.ego.speed) < self.scenario.success.max_final_speed_mps
+            self._stopped_s = self._stopped_s + self.policy_dt_s if stopped else 0.0
+
+    def _gap_m(self) -> float:
+        """stop: bumper gap from the ego's front to the stalled vehicle's rear, along its (straight) lane [m]."""
+        lane, ego, stalled = self._stall_lane, self.ego, self.stalled
+        s_ego = lane.local_coordinates(ego.position)[0]
+        s_stalled = lane.local_coordinates(stalled.position)[0]
+        return float(s_stalled - s_ego - (ego.LENGTH + stalled.LENGTH) / 2)
+
+    def _route_completion(self) -> float:
+        task, success = self.scenario.task, self.scenario.success
+        if task == "lane_change":
+            driven = float(self.ego.navigation.travelled_length) - self._travelled_start_m
+            done = driven / success.route_length_m
+        elif task == "merge":
+            done = float(self.ego.navigation.route_completion)
+        else:
+            span = self._gap_start_m - success.stopped_before_m
+            done = (self._gap_start_m - self._gap_m()) / span if span > 0 else 1.0
+        return float(np.clip(done, 0.0, 1.0))
+
+    def _info(self, final: bool) -> dict:
+        ego, criteria = self.ego, self.scenario.success
+        crashed, offroad = self._crashed_offroad()
+        completion = self._route_completion()
+        arrived = self._arrived()
+        info = {
+            base.INFO_CRASHED: crashed,
+            base.INFO_OFFROAD: offroad,
+            base.INFO_SUCCESS: False,
+            base.INFO_ROUTE_COMPLETION: completion,
+            base.INFO_SPEED_MPS: float(ego.speed),
+            base.INFO_LANE_INDEX: int(ego.lane_index[2]),
+            base.INFO_TIME_S: self.policy_steps * self.policy_dt_s,
+            "arrive_dest": arrived,
+            "episode_seed": self.episode_seed,
+            "action_physical": self._last_action.copy(),
+            "lane_changes": self._lane_changes,
+        }
+        ok = not crashed and not offroad and (arrived or completion >= criteria.min_route_completion)
+        if self.scenario.task == "merge":
+            info["merged"] = ego.lane_index not in self._on_ramp_lanes
+            ok = ok and (info["merged"] or not criteria.require_merge)
+        elif self.scenario.task == "stop":
+            info["gap_m"] = self._gap_m()
+            info["stopped_s"] = self._stopped_s
+            ok = (
+                not crashed and not offroad
+                and 0.0 < info["gap_m"] <= criteria.stopped_before_m
+                and self._stopped_s >= criteria.hold_seconds - 1e-9
+            )  # fmt: skip
+        info[base.INFO_SUCCESS] = bool(final and ok)
+        return info
+
+
+# --------------------------------------------------------------------------------------
+# Map helpers
+# --------------------------------------------------------------------------------------
+
+
+def on_ramp_lanes(pg_map) -> frozenset:
+    """Lane indices of every on-ramp of a PG map: the ramp roads and the acceleration lane.
+
+    MetaDrive's ``InRampOnStraight`` block ``r`` at block index ``i`` names its ramp road
+    ``{i}r1_*`` and its merge road ``{i}r0_0_ -> {i}r0_1_``, whose extra rightmost lane
+    (the highest id) is the acceleration lane.
+    """
+    from metadrive.component.pgblock.ramp import InRampOnStraight
+
+    graph = pg_map.road_network.graph
+    lanes = set()
+    for block in pg_map.blocks:
+        if not isinstance(block, InRampOnStraight):
+            continue
+        ramp_prefix = block.road_node(1, 0)[:-3]  # "{i}r1"
+        for f, tos in graph.items():
+            for t, road_lanes in tos.items():
+                if f.startswith(ramp_prefix):
+                    lanes.update(lane.index for lane in road_lanes)
+        merge_from, merge_to = block.road_node(0, 0), block.road_node(0, 1)
+        if merge_from in graph and merge_to in graph[merge_from]:
+            lanes.add(graph[merge_from][merge_to][-1].index)
+    return frozenset(lanes)
+
+
+def ramp_spawn_lane(map_config: dict) -> tuple[str, str, int]:
+    """The first lane of the first on-ramp of a block-sequence map (``ego_on_ramp``)."""
+    sequence = str(map_config.get("config", ""))
+    if map_config.get("type") != "block_sequence" or "r" not in sequence:
+        raise ValueError("ego_on_ramp needs map_config {type: block_sequence, config: '...r...'}")
+    from metadrive.component.pgblock.ramp import InRampOnStraight
+
+    block_index = sequence.index("r") + 1  # block 0 is MetaDrive's first block
+    return (InRampOnStraight.node(block_index, 1, 0), InRampOnStraight.node(block_index, 1, 1), 0)
+
+
+def lane_ahead(vehicle, distance_m: float):
+    """``(lane, longitudinal)`` at ``distance_m`` ahead of ``vehicle`` along its route, same lane id (or None)."""
+    navigation = vehicle.navigation
+    graph = navigation.map.road_network.graph
+    lane = vehicle.lane
+    lane_id = lane.index[2]
+    s = lane.local_coordinates(vehicle.position)[0] + distance_m
+    checkpoints = navigation.checkpoints
+    f, t = lane.index[:2]
+    k = next((j for j in range(len(checkpoints) - 1) if (checkpoints[j], checkpoints[j + 1]) == (f, t)), None)
+    if k is None:
+        return None, 0.0
+    while True:
+        lanes = graph[checkpoints[k]][checkpoints[k + 1]]
+        lane = lanes[min(lane_id, len(lanes) - 1)]
+        if s <= lane.length:
+            return lane, s
+        s -= lane.length
+        k += 1
+        if k + 1 >= len(checkpoints):
+            return None, 0.0
+
+
+# --------------------------------------------------------------------------------------
+# Config
+# --------------------------------------------------------------------------------------
+
+
+def metadrive_config(scenario: Scenario, split: str) -> tuple[dict, dict]:
+    """``(MetaDriveEnv config, adapter settings)`` of a split, with scenario keys checked.
+
+    Scenario ``env_config`` keys are MetaDrive's own (``MetaDriveEnv.default_config()``)
+    or the adapter's (:data:`ADAPTER_KEYS`); reserved keys raise.
+    """
+    if scenario.env_id not in ENV_IDS:
+        raise ScenarioError(scenario.source, f"unknown MetaDrive environment '{scenario.env_id}'{did_you_mean(scenario.env_id, ENV_IDS)} (available: {', '.join(ENV_IDS)})", key="env_id")
+    from metadrive.envs import MetaDriveEnv
+
+    known = MetaDriveEnv.default_config()
+    for where, overrides in [("env_config", scenario.env_config), *((f"splits.{k}", v) for k, v in scenario.splits.items())]:
+        for key in overrides:
+            if key in RESERVED_CONFIG_KEYS:
+                raise ScenarioError(scenario.source, f"reserved: {RESERVED_CONFIG_KEYS[key]}", key=f"{where}.{key}")
+            if key not in known and key not in ADAPTER_KEYS:
+                options = [k for k in [*known, *ADAPTER_KEYS] if k not in RESERVED_CONFIG_KEYS]
+                raise ScenarioError(scenario.source, f"not a setting of MetaDrive's {scenario.env_id} or the adapter{did_you_mean(key, options)}", key=f"{where}.{key}")
+    merged = scenario.env_config_for(split)
+    adapter = {k: merged.pop(k, default) for k, (default, _doc) in ADAPTER_KEYS.items()}
+
+    seeds = scenario.seeds_for(split)
+    sensors_off = {
+        "lidar": {"num_lasers": 0, "distance": 50.0},  # no rays; MetaDrive's IDM still finds neighbours by broad phase
+        "side_detector": {"num_lasers": 0},
+        "lane_line_detector": {"num_lasers": 0},
+        "show_navi_mark": False,
+        "show_dest_mark": False,
+        "show_line_to_dest": False,
+        "show_line_to_navi_mark": False,
+    }
+    vehicle_config = {**sensors_off, **merged.pop("vehicle_config", {})}
+    config = {
+        **merged,
+        "use_render": False,
+        "image_observation": False,
+        "agent_observation": NullObservation,
+        "physics_world_step_size": 1.0 / scenario.simulation_frequency_hz,
+        "decision_repeat": scenario.frames_per_action,
+        "horizon": None,
+        "start_seed": min(seeds),
+        "num_scenarios": max(seeds) - min(seeds) + 1,
+        "log_level": merged.get("log_level", logging.ERROR),
+        "vehicle_config": vehicle_config,
+    }
+    if adapter["ego_on_ramp"]:
+        try:
+            spawn = ramp_spawn_lane(config.get("map_config", {}))
+        except ValueError as exc:
+            raise ScenarioError(scenario.source, str(exc), key="env_config.ego_on_ramp") from None
+        config["random_spawn_lane_index"] = False
+        config["agent_configs"] = {"default_agent": {"use_special_color": True, "spawn_lane_index": spawn}}
+    return config, adapter
+
+
+def _null_observation_class():
+    """MetaDrive's observation is replaced by a constant: the adapter computes the spec observation."""
+    from metadrive.obs.observation_base import BaseObservation
+
+    class _NullObservation(BaseObservation):
+        @property
+        def observation_space(self):
+            return gym.spaces.Box(0.0, 1.0, (1,), np.float32)
+
+        def observe(self, *args, **kwargs):
+            return np.zeros(1, np.float32)
+
+    return _NullObservation
+
+
+class _LazyNullObservation:
+    """Builds MetaDrive's observation class on first use, so importing this module stays cheap."""
+
+    _cls = None
+
+    def __new__(cls, config):
+        if cls._cls is None:
+            cls._cls = _null_observation_class()
+        return cls._cls(config)
+
+
+NullObservation = _LazyNullObservation
+
+
+def make_env(scenario: Scenario, seed: int = 0, split: str = "train") -> MetaDriveAdapter:
+    """The adapter for a MetaDrive scenario (see :class:`MetaDriveAdapter` for seeds and splits)."""
+    return MetaDriveAdapter(scenario, seed=seed, split=split)
