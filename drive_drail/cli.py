@@ -99,6 +99,21 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     print(f"wrote {args.output}/results.parquet and results.csv ({len(table)} episodes)")
 
 
+def _cmd_replay(args: argparse.Namespace) -> None:
+    from drive_drail.deploy.runtime import load_policy
+    from drive_drail.evaluate.policies import resolve_artifact
+    from drive_drail.sim.scenario_replay import metrics_table, replay_evaluate
+
+    policy = load_policy(resolve_artifact(args.policy))
+    table = metrics_table(replay_evaluate(policy.act, args.folder, max_steps=args.max_steps))
+    from drive_drail.atomic import atomic_path
+
+    with atomic_path(args.output) as tmp:
+        table.to_csv(tmp, index=False)
+    print(table.to_string(index=False, max_cols=12))
+    print(f"wrote {args.output}")
+
+
 def _cmd_report(args: argparse.Namespace) -> None:
     from drive_drail.evaluate.report import write_report
 
@@ -173,6 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="results folder (appended to)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("replay", help="drive a policy as the logged ego of real ScenarioNet scenarios (MetaDrive)",
+                       description="Closed-loop replay: the policy drives the sdc while every other agent replays the log.")
+    p.add_argument("folder", help="ScenarioNet folder (dataset_summary.pkl, dataset_mapping.pkl, scenario .pkl files)")
+    p.add_argument("--policy", required=True, help="run folder, actor.pt or ONNX export folder")
+    p.add_argument("--max-steps", type=int, default=None, help="policy steps per scenario (default: the log's length)")
+    p.add_argument("-o", "--output", required=True, help="per-scenario metrics .csv")
+    p.set_defaults(func=_cmd_replay)
 
     p = sub.add_parser("report", help="write an HTML + Markdown evaluation report",
                        description="Self-contained HTML report (and a Markdown twin) from evaluation results.")

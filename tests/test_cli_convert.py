@@ -78,6 +78,6 @@ def test_unknown_format_and_empty_file(tmp_path):
 
 
 def test_every_command_has_help():
-    for cmd in ["convert", "summary", "record", "train", "evaluate", "report", "export", "scenarios"]:
+    for cmd in ["convert", "summary", "record", "train", "evaluate", "replay", "report", "export", "scenarios"]:
         proc = run_cli(cmd, "--help")
         assert proc.returncode == 0 and "usage" in proc.stdout.lower(), cmd
