@@ -24,13 +24,12 @@ from drive_drail.atomic import write_json, write_text
 
 
 def run(args: argparse.Namespace) -> dict:
-    from drive_drail.evaluate.rollout import evaluate
-    from drive_drail.experts.highway import expert_success_rate
-    from drive_drail.models.policy import DeterministicActor
+    import shutil
+
+    from drive_drail.evaluate.runner import evaluate
     from drive_drail.pairs.convert import ConvertConfig, convert_file
     from drive_drail.record import record_episodes
     from drive_drail.scenario import load_scenario
-    from drive_drail.sim import make_env
     from drive_drail.train.adversarial import train
     from drive_drail.train.config import TrainConfig
 
@@ -43,31 +42,29 @@ def run(args: argparse.Namespace) -> dict:
         log = record_episodes(scenario, n_episodes=args.demo_episodes, seed=0, out_path=work / "expert_log.parquet", progress=False)
         pairs, _ = convert_file(str(log), str(work / "pairs.parquet"), "auto", ConvertConfig(action_hz=scenario.policy_frequency_hz))
         eval_seeds = list(scenario.eval_seeds[: args.eval_episodes])
-        expert = expert_success_rate(scenario, args.eval_episodes, split="eval")
-        entry = {"expert": expert, "n_pairs": int(len(pairs)), "eval_seeds": eval_seeds, "algos": {}}
+        runs: dict[str, list[tuple[int, Path]]] = {}
         for algo in args.algos:
-            per_seed = []
             for seed in args.seeds:
                 run_dir = work / f"{algo}-s{seed}"
-                if (run_dir / "actor.pt").exists() and args.reuse:
-                    pass
-                else:
-                    import shutil
-
+                if not (args.reuse and (run_dir / "actor.pt").exists()):
                     shutil.rmtree(run_dir, ignore_errors=True)
                     t0 = time.time()
                     train(TrainConfig(scenario=name, algo=algo, demos=str(work / "pairs.parquet"), steps=args.steps,
                                       seed=seed, n_envs=2, n_steps=args.n_steps, out=str(run_dir)), progress=False)
                     write_json(run_dir / "wall_time.json", {"train_s": time.time() - t0})
-                actor = DeterministicActor.load(run_dir / "actor.pt")
-                table = evaluate(lambda: make_env(scenario, seed=eval_seeds[0], split="eval"), actor, eval_seeds)
-                per_seed.append({
-                    "seed": seed,
-                    "success": float(table.success.mean()),
-                    "collision": float(table.collision.mean()),
-                    "mean_speed_mps": float(table.mean_speed_mps.mean()),
-                })
-                print(f"{name} {algo} seed {seed}: {per_seed[-1]}", file=sys.stderr, flush=True)
+                runs.setdefault(algo, []).append((seed, run_dir))
+        # One closed-loop evaluation of every policy on the held-out seeds, the expert included.
+        specs = ["expert"] + [f"{algo}-s{seed}={run_dir}" for algo, rs in runs.items() for seed, run_dir in rs]
+        table = evaluate(specs, scenario, episodes=args.eval_episodes, split="eval", workers=2, reference=False)
+        table.to_csv(work / "eval_episodes.csv", index=False)
+        by_policy = table.groupby("policy")[["success", "collision", "mean_speed_mps"]].mean()
+        expert = by_policy.loc["expert"]
+        entry = {"expert": {"success_rate": float(expert.success), "collision_rate": float(expert.collision),
+                            "mean_speed_mps": float(expert.mean_speed_mps)},
+                 "n_pairs": int(len(pairs)), "eval_seeds": eval_seeds, "algos": {}}
+        for algo, rs in runs.items():
+            per_seed = [{"seed": seed, **{k: float(by_policy.loc[f"{algo}-s{seed}", k]) for k in ("success", "collision", "mean_speed_mps")}}
+                        for seed, _ in rs]
             entry["algos"][algo] = {
                 "per_seed": per_seed,
                 **{f"{k}_mean": float(np.mean([r[k] for r in per_seed])) for k in ("success", "collision", "mean_speed_mps")},
@@ -83,7 +80,7 @@ def run(args: argparse.Namespace) -> dict:
 def markdown(results: dict) -> str:
     b = results["budget"]
     lines = [
-        "# Learning results: highway-env",
+        f"# Learning results: {results.get('title', 'highway-env')}",
         "",
         f"Command: `{results['command']}`  ",
         f"Wall time: {results['wall_time_s'] / 60:.1f} min on a 2-core CPU machine.  ",
@@ -97,7 +94,7 @@ def markdown(results: dict) -> str:
     ]
     for name, entry in results["scenarios"].items():
         e = entry["expert"]
-        lines.append(f"| {name} | expert (ceiling) | {e['success_rate']:.2f} | {e['collision_rate']:.2f} | |")
+        lines.append(f"| {name} | expert (ceiling) | {e['success_rate']:.2f} | {e['collision_rate']:.2f} | {e.get('mean_speed_mps', float('nan')):.1f} |")
         for algo, r in entry["algos"].items():
             lines.append(
                 f"| {name} | {algo} | {r['success_mean']:.2f} ± {r['success_std']:.2f} | "
@@ -117,8 +114,10 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=6)
     parser.add_argument("--reuse", action="store_true", help="reuse finished runs in --out/work")
     parser.add_argument("--out", default="benchmarks/results/learning_highway")
+    parser.add_argument("--title", default="highway-env")
     args = parser.parse_args()
     results = run(args)
+    results["title"] = args.title
     out = Path(args.out)
     write_json(out / "results.json", results)
     write_text(out / "RESULTS.md", markdown(results))
