@@ -230,7 +230,7 @@ def test_without_tensorrt_export_says_build_on_target(fp32_export):
         assert flag in doc, flag
     assert reason in doc
     script = out / "build_engine.sh"
-    assert script.read_text() == (REPO / "deploy" / "build_engine.sh").read_text()
+    assert script.read_text() == (REPO / "drive_drail" / "deploy" / "build_engine.sh").read_text()
     assert script.stat().st_mode & 0o111
 
 

@@ -7,6 +7,7 @@ The build material (trtexec command, build script) is checked everywhere.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -71,7 +72,12 @@ def test_trtexec_command_flags():
 
 
 def test_repo_build_script_is_the_canonical_one():
+    """One source: the package data file; ``deploy/build_engine.sh`` is a relative link to it."""
+    packaged = REPO / "drive_drail" / "deploy" / trtb.BUILD_SCRIPT_NAME
     script = REPO / "deploy" / "build_engine.sh"
+    assert script.is_symlink() and os.readlink(script) == "../drive_drail/deploy/build_engine.sh"
+    assert script.resolve() == packaged.resolve()
+    assert packaged.read_text() == trtb.BUILD_ENGINE_SH
     assert script.read_text() == trtb.BUILD_ENGINE_SH
     assert script.stat().st_mode & 0o111
     subprocess.run(["bash", "-n", str(script)], check=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Mapping, Protocol
 
 import numpy as np
 import pandas as pd
@@ -153,6 +153,46 @@ def check_plausible_speed(
             column=column,
             row=r + row_offset,
         )
+
+
+def check_positive(values: np.ndarray, path: str | Path, column: str, what: str, row_offset: int = 1) -> None:
+    """Every value > 0 (sizes); names the first bad row as ``"{what} must be > 0, got {value}"``."""
+    bad = np.flatnonzero(values <= 0)
+    if bad.size:
+        raise LogError(path, f"{what} must be > 0, got {values[bad[0]]}", column=column, row=int(bad[0]) + row_offset)
+
+
+def headingless_track_log(
+    columns: Mapping[str, np.ndarray],
+    *,
+    source: str | Path,
+    format: str,
+    frame_rate_hz: float,
+    smooth_positions: bool,
+    extra: dict,
+) -> TrackLog:
+    """A :class:`TrackLog` of a straight road whose source logs no headings (highD, NGSIM).
+
+    ``columns``: ``[n_rows]`` arrays of every record column except ``heading_rad`` (NaN: the
+    converter estimates headings, so ``heading_known=False``) and ``lane_heading_rad`` (0:
+    the road runs along x); ``on_ramp`` defaults to False and ``expert`` to True.
+    """
+    n = len(columns["frame"])
+    defaults = {
+        "heading_rad": np.full(n, np.nan),
+        "lane_heading_rad": np.zeros(n),
+        "on_ramp": np.zeros(n, bool),
+        "expert": np.ones(n, bool),
+    }
+    return TrackLog(
+        tracks=finalize_tracks(pd.DataFrame({**defaults, **columns}, copy=False)),
+        source=str(source),
+        format=format,
+        frame_rate_hz=frame_rate_hz,
+        heading_known=False,
+        smooth_positions=smooth_positions,
+        extra=extra,
+    )
 
 
 def finalize_tracks(df: pd.DataFrame) -> pd.DataFrame:

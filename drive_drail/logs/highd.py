@@ -43,7 +43,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from drive_drail.logs.base import LogError, TrackLog, check_plausible_speed, finalize_tracks
+from drive_drail.logs.base import LogError, TrackLog, check_plausible_speed, check_positive, headingless_track_log
 
 FORMAT = "highd"
 
@@ -328,11 +328,7 @@ class HighDReader:
         direction = meta_dir[order][pos]
 
         for c in ("width", "height"):
-            bad = np.flatnonzero(t[c] <= 0)
-            if bad.size:
-                raise LogError(
-                    tracks_path, f"bounding box size must be > 0, got {t[c][bad[0]]}", column=c, row=int(bad[0]) + 1
-                )
+            check_positive(t[c], tracks_path, c, "bounding box size")
         if np.any(frame < 0):
             r = int(np.flatnonzero(frame < 0)[0])
             raise LogError(tracks_path, f"negative frame {frame[r]}", column="frame", row=r + 1)
@@ -362,8 +358,7 @@ class HighDReader:
             idx, off, n = lane_from_markings(y_m[rows], markings_spec)
             lane_index[rows], lane_offset_m[rows], lane_count[rows] = idx, off, n
 
-        n = frame.size
-        df = pd.DataFrame(
+        return headingless_track_log(
             {
                 "scene_id": 10 * recording_id + direction,
                 "track_id": track_id,
@@ -373,24 +368,15 @@ class HighDReader:
                 "y_m": y_m,
                 "vx_mps": vx_mps,
                 "vy_mps": vy_mps,
-                "heading_rad": np.full(n, np.nan),
                 "length_m": t["width"],  # box extent along image x = vehicle length
                 "width_m": t["height"],
                 "lane_index": lane_index,
                 "lane_count": lane_count,
                 "lane_offset_m": lane_offset_m,
-                "lane_heading_rad": np.zeros(n),
-                "on_ramp": np.zeros(n, bool),
-                "expert": np.ones(n, bool),
             },
-            copy=False,
-        )
-        return TrackLog(
-            tracks=finalize_tracks(df),
-            source=str(tracks_path),
+            source=tracks_path,
             format=FORMAT,
             frame_rate_hz=frame_rate_hz,
-            heading_known=False,
             smooth_positions=False,
             extra={
                 "recording": prefix,

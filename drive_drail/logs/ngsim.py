@@ -48,9 +48,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from drive_drail.logs.base import LogError, TrackLog, check_plausible_speed, finalize_tracks
+from drive_drail.logs.base import LogError, TrackLog, check_plausible_speed, check_positive, headingless_track_log
 from drive_drail.logs.highd import read_csv_header, read_numeric_csv
 
 FORMAT = "ngsim"
@@ -157,9 +156,7 @@ class NgsimReader:
             if bad.size:
                 raise LogError(path, f"value {arr[bad[0]]} out of range", column=col, row=int(bad[0]) + 1)
         for col in ("v_Length", "v_Width"):
-            bad = np.flatnonzero(c[col] <= 0)
-            if bad.size:
-                raise LogError(path, f"vehicle size must be > 0, got {c[col][bad[0]]}", column=col, row=int(bad[0]) + 1)
+            check_positive(c[col], path, col, "vehicle size")
 
         # --- sort into tracks; a Vehicle_ID twice in one frame is an error ---
         order = _track_order(scene_id, vid, frame)
@@ -207,7 +204,7 @@ class NgsimReader:
         lane_count = np.maximum(main_lanes, lane_index + 1)
 
         s_frame_i = s_frame.astype(np.int64)
-        df = pd.DataFrame(
+        return headingless_track_log(
             {
                 "scene_id": s_scene,
                 "track_id": s_track,
@@ -217,24 +214,16 @@ class NgsimReader:
                 "y_m": y_m,
                 "vx_mps": vx_mps,
                 "vy_mps": vy_mps,
-                "heading_rad": np.full(n, np.nan),
                 "length_m": FT_TO_M * c["v_Length"][order],
                 "width_m": FT_TO_M * c["v_Width"][order],
                 "lane_index": lane_index,
                 "lane_count": lane_count,
                 "lane_offset_m": lane_offset_m,
-                "lane_heading_rad": np.zeros(n),
                 "on_ramp": on_ramp,
-                "expert": np.ones(n, bool),
             },
-            copy=False,
-        )
-        return TrackLog(
-            tracks=finalize_tracks(df),
-            source=str(path),
+            source=path,
             format=FORMAT,
             frame_rate_hz=FRAME_RATE_HZ,
-            heading_known=False,
             smooth_positions=True,
             extra={
                 "sites": {sid: name for sid, (name, _) in layouts.items()},

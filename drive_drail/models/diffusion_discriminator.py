@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Iterator, Mapping, NamedTuple
+from typing import Any, Callable, ClassVar, Iterator, Mapping, NamedTuple
 
 import numpy as np
 import torch
@@ -321,7 +321,101 @@ class MetricMeans:
         return {**{k: v / self.count for k, v in self.sums.items()}, **extra}
 
 
-class DiffusionDiscriminator:
+MinibatchLoss = Callable[
+    [torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, "torch.Tensor | Callable[[], torch.Tensor]"]
+]
+"""``(expert_batch [b, x_dim], agent_batch [b, x_dim]) -> (loss, d_expert [b], d_agent [b])``. ``d_agent``
+may be a zero-argument function instead, called under ``no_grad`` AFTER the optimiser step
+(for agent scores that are only a metric, as in the DiffAIL-style baseline)."""
+
+
+class TrainableDiscriminator:
+    """What every discriminator here shares (DRAIL, DRAIL-UN, GAIL, DiffAIL): the ``(s, a)``
+    pairs, the minibatch loop around its own loss, and the checkpoint format.
+
+    Subclasses set, in ``__init__``: ``name``, ``obs_dim``, ``act_dim``, ``config`` (with
+    ``batch_size`` and ``epochs``), ``device``, ``net``, ``optimizer``, the generators named
+    in :attr:`generator_names` and ``n_updates``.
+    """
+
+    state_kind: ClassVar[str]
+    """``state_dict()["kind"]``, checked by :meth:`load_state_dict`."""
+    state_label: ClassVar[str]
+    """Names the discriminator in the wrong-kind error."""
+    matched_keys: ClassVar[tuple[str, ...]] = ("obs_dim", "act_dim")
+    """Attributes saved in the state that must match on load."""
+    generator_names: ClassVar[tuple[str, ...]] = ("noise_generator", "shuffle_generator")
+    """Generators whose states are saved and restored."""
+
+    name: str
+    obs_dim: int
+    act_dim: int
+    config: Any
+    device: torch.device
+    net: nn.Module
+    optimizer: torch.optim.Optimizer
+    shuffle_generator: torch.Generator
+    n_updates: int
+
+    def pairs(self, obs: np.ndarray | torch.Tensor, act: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """``x = concat(s, a)``: ``[B, obs_dim]``, ``[B, act_dim]`` -> ``[B, x_dim]`` float32 tensor."""
+        return state_action_pairs(obs, act, self.obs_dim, self.act_dim, self.device)
+
+    def fit_minibatches(
+        self, expert_x: torch.Tensor, agent_x: torch.Tensor, minibatch_loss: MinibatchLoss
+    ) -> dict[str, float]:
+        """One Adam step on ``minibatch_loss`` per :func:`minibatch_indices` minibatch of the
+        expert pairs ``expert_x [N_e, x_dim]`` and the agent pairs ``agent_x [N_a, x_dim]``.
+
+        Returns the ``disc/`` metrics averaged over the minibatches, plus ``disc/n_updates``.
+
+        Raises:
+            FloatingPointError: when a minibatch loss is NaN or inf.
+        """
+        metrics = MetricMeans()
+        for expert_idx, agent_idx in minibatch_indices(
+            len(expert_x), len(agent_x), self.config.batch_size, self.config.epochs, self.shuffle_generator
+        ):
+            loss, d_expert, d_agent = minibatch_loss(expert_x[expert_idx], agent_x[agent_idx])
+            check_finite(loss, self.n_updates, self.name)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.n_updates += 1
+            if callable(d_agent):
+                with torch.no_grad():
+                    d_agent = d_agent()
+            metrics.add(loss.detach(), d_expert, d_agent)
+        return metrics.means(**{"disc/n_updates": float(self.n_updates)})
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume: config, weights, Adam state, generator states, counters."""
+        return {
+            "kind": self.state_kind,
+            "name": self.name,
+            **{key: getattr(self, key) for key in self.matched_keys},
+            "config": asdict(self.config),
+            "model": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            **{gen: getattr(self, gen).get_state() for gen in self.generator_names},
+            "n_updates": self.n_updates,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` output; the kind and :attr:`matched_keys` must match."""
+        if state.get("kind") != self.state_kind:
+            raise ValueError(f"not a {self.state_label} state (kind={state.get('kind')!r})")
+        for key in self.matched_keys:
+            if state[key] != getattr(self, key):
+                raise ValueError(f"discriminator state has {key}={state[key]!r}, this one has {getattr(self, key)!r}")
+        self.net.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        for gen in self.generator_names:
+            getattr(self, gen).set_state(state[gen])
+        self.n_updates = int(state["n_updates"])
+
+
+class DiffusionDiscriminator(TrainableDiscriminator):
     """DRAIL's diffusion discriminative classifier (METHOD.md Eq. 1-4), or DRAIL-UN.
 
     ``conditional=True`` (DRAIL): ``eps_phi(x_t, t | c)`` with c+ = ones, c- = zeros;
@@ -344,7 +438,13 @@ class DiffusionDiscriminator:
         config: hyperparameters.
         seed: seeds the network initialisation, the (t, eps) generator and minibatch shuffling.
         conditional: False removes the label (DRAIL-UN).
+
+    Pairs, the minibatch loop and checkpoints (``state_dict``) come from :class:`TrainableDiscriminator`.
     """
+
+    state_kind = "drive_drail.DiffusionDiscriminator"
+    state_label = "diffusion discriminator"
+    matched_keys = ("obs_dim", "act_dim", "conditional")
 
     def __init__(
         self,
@@ -374,11 +474,7 @@ class DiffusionDiscriminator:
         self.shuffle_generator = torch.Generator().manual_seed(seed + 1)  # minibatch order
         self.n_updates = 0
 
-    # ------------------------------------------------------------------ inputs and noise
-    def pairs(self, obs: np.ndarray | torch.Tensor, act: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """``x = concat(s, a)``: ``[B, obs_dim]``, ``[B, act_dim]`` -> ``[B, x_dim]`` float32 tensor."""
-        return state_action_pairs(obs, act, self.obs_dim, self.act_dim, self.device)
-
+    # ------------------------------------------------------------------ noise (pairs: TrainableDiscriminator)
     def draw_noise(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """One mirrored timestep ``t [B]`` and one ``eps ~ N(0, I)`` ``[B, x_dim]`` per pair (t drawn first)."""
         t = sample_mirrored_timesteps(batch_size, self.n_timesteps, generator, self.device)
@@ -506,25 +602,18 @@ class DiffusionDiscriminator:
         Raises:
             FloatingPointError: when a minibatch loss is NaN or inf.
         """
-        expert_x = self.pairs(expert_obs, expert_act)
-        agent_x = self.pairs(agent_obs, agent_act)
-        metrics = MetricMeans()
         self.net.train()
-        for expert_idx, agent_idx in minibatch_indices(
-            len(expert_x), len(agent_x), self.config.batch_size, self.config.epochs, self.shuffle_generator
-        ):
+        expert_x, agent_x = self.pairs(expert_obs, expert_act), self.pairs(agent_obs, agent_act)
+
+        def minibatch_loss(expert_batch: torch.Tensor, agent_batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
             # Eq. 1 + 2: per-pair logits L- - L+ (D = sigmoid(logit)), one (t, eps) per pair
-            logit_expert = self.logit_from_losses(*self.expected_losses(expert_x[expert_idx], self.noise_generator))
-            logit_agent = self.logit_from_losses(*self.expected_losses(agent_x[agent_idx], self.noise_generator))
+            logit_expert = self.logit_from_losses(*self.expected_losses(expert_batch, self.noise_generator))
+            logit_agent = self.logit_from_losses(*self.expected_losses(agent_batch, self.noise_generator))
             # Eq. 3: BCE, expert -> 1, agent -> 0; drives L+ down / L- up on expert pairs and the reverse on agent pairs
             loss = bce_on_logits(logit_expert, logit_agent)
-            check_finite(loss, self.n_updates, self.name)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            self.n_updates += 1
-            metrics.add(loss.detach(), torch.sigmoid(logit_expert.detach()), torch.sigmoid(logit_agent.detach()))
-        return metrics.means(**{"disc/n_updates": float(self.n_updates)})
+            return loss, torch.sigmoid(logit_expert.detach()), torch.sigmoid(logit_agent.detach())
+
+        return self.fit_minibatches(expert_x, agent_x, minibatch_loss)
 
     # ------------------------------------------------------------------ Eq. 4: reward
     @torch.inference_mode()
@@ -542,33 +631,3 @@ class DiffusionDiscriminator:
         x0 = self.pairs(obs, act)
         logit = self.logit_from_losses(*self.expected_losses(x0, generator, self.config.reward_samples))
         return logit.float().cpu().numpy()
-
-    # ------------------------------------------------------------------ checkpoints
-    def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume: config, weights, Adam state, generator states, counters."""
-        return {
-            "kind": "drive_drail.DiffusionDiscriminator",
-            "name": self.name,
-            "obs_dim": self.obs_dim,
-            "act_dim": self.act_dim,
-            "conditional": self.conditional,
-            "config": asdict(self.config),
-            "model": self.net.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "noise_generator": self.noise_generator.get_state(),
-            "shuffle_generator": self.shuffle_generator.get_state(),
-            "n_updates": self.n_updates,
-        }
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore :meth:`state_dict` output; the shapes and the label setting must match."""
-        if state.get("kind") != "drive_drail.DiffusionDiscriminator":
-            raise ValueError(f"not a diffusion discriminator state (kind={state.get('kind')!r})")
-        for key in ("obs_dim", "act_dim", "conditional"):
-            if state[key] != getattr(self, key):
-                raise ValueError(f"discriminator state has {key}={state[key]!r}, this one has {getattr(self, key)!r}")
-        self.net.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.noise_generator.set_state(state["noise_generator"])
-        self.shuffle_generator.set_state(state["shuffle_generator"])
-        self.n_updates = int(state["n_updates"])

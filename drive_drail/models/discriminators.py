@@ -18,7 +18,7 @@ BC has no discriminator (the trainer handles it).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Mapping, Protocol, runtime_checkable
 
 import numpy as np
@@ -29,16 +29,13 @@ from torch import nn
 from drive_drail.models.diffusion_discriminator import (
     DiffusionDiscriminator,
     DiffusionDiscriminatorConfig,
-    MetricMeans,
     NoisePredictor,
+    TrainableDiscriminator,
     add_noise,
     alpha_bar_from_betas,
     bce_on_logits,
-    check_finite,
     cosine_beta_schedule,
-    minibatch_indices,
     sample_mirrored_timesteps,
-    state_action_pairs,
 )
 
 ALGOS = ("drail", "drail-un", "gail", "diffail")
@@ -117,7 +114,7 @@ class GAILConfig:
             raise ValueError(f"GAILConfig: invalid value for {bad[0]!r}: {getattr(self, bad[0])!r}")
 
 
-class GAILDiscriminator:
+class GAILDiscriminator(TrainableDiscriminator):
     """GAIL: ``D = sigmoid(f(s, a))`` with an MLP ``f``, trained with Eq. 3's BCE (expert -> 1).
 
     Reward: the logit ``log D - log(1 - D) = f`` or ``-log(1 - D) = softplus(f)`` (``config.reward``),
@@ -125,6 +122,9 @@ class GAILDiscriminator:
     """
 
     name = "gail"
+    state_kind = "drive_drail.GAILDiscriminator"
+    state_label = "GAIL discriminator"
+    generator_names = ("shuffle_generator",)
 
     def __init__(self, obs_dim: int, act_dim: int, config: GAILConfig | None = None, seed: int = 0):
         self.config = config = config or GAILConfig()
@@ -143,10 +143,6 @@ class GAILDiscriminator:
         self.shuffle_generator = torch.Generator().manual_seed(seed + 1)
         self.n_updates = 0
 
-    def pairs(self, obs: ArrayLike, act: ArrayLike) -> torch.Tensor:
-        """``x = concat(s, a)`` ``[B, obs_dim + act_dim]``."""
-        return state_action_pairs(obs, act, self.obs_dim, self.act_dim, self.device)
-
     def logits(self, obs: ArrayLike, act: ArrayLike) -> torch.Tensor:
         """``log D - log(1 - D)`` ``[B]`` (with gradients)."""
         return self.net(self.pairs(obs, act)).squeeze(-1)
@@ -156,20 +152,14 @@ class GAILDiscriminator:
     ) -> dict[str, float]:
         """BCE (Eq. 3 with an MLP logit) for ``config.epochs`` passes over the agent pairs."""
         expert_x, agent_x = self.pairs(expert_obs, expert_act), self.pairs(agent_obs, agent_act)
-        metrics = MetricMeans()
-        for expert_idx, agent_idx in minibatch_indices(
-            len(expert_x), len(agent_x), self.config.batch_size, self.config.epochs, self.shuffle_generator
-        ):
-            logit_expert = self.net(expert_x[expert_idx]).squeeze(-1)
-            logit_agent = self.net(agent_x[agent_idx]).squeeze(-1)
+
+        def minibatch_loss(expert_batch: torch.Tensor, agent_batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            logit_expert = self.net(expert_batch).squeeze(-1)
+            logit_agent = self.net(agent_batch).squeeze(-1)
             loss = bce_on_logits(logit_expert, logit_agent)
-            check_finite(loss, self.n_updates, self.name)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            self.n_updates += 1
-            metrics.add(loss.detach(), torch.sigmoid(logit_expert.detach()), torch.sigmoid(logit_agent.detach()))
-        return metrics.means(**{"disc/n_updates": float(self.n_updates)})
+            return loss, torch.sigmoid(logit_expert.detach()), torch.sigmoid(logit_agent.detach())
+
+        return self.fit_minibatches(expert_x, agent_x, minibatch_loss)
 
     @torch.inference_mode()
     def reward(self, obs: ArrayLike, act: ArrayLike) -> np.ndarray:
@@ -178,37 +168,13 @@ class GAILDiscriminator:
         reward = logit if self.config.reward == "logit" else F.softplus(logit)
         return reward.float().cpu().numpy()
 
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "kind": "drive_drail.GAILDiscriminator",
-            "name": self.name,
-            "obs_dim": self.obs_dim,
-            "act_dim": self.act_dim,
-            "config": asdict(self.config),
-            "model": self.net.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "shuffle_generator": self.shuffle_generator.get_state(),
-            "n_updates": self.n_updates,
-        }
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        if state.get("kind") != "drive_drail.GAILDiscriminator":
-            raise ValueError(f"not a GAIL discriminator state (kind={state.get('kind')!r})")
-        for key in ("obs_dim", "act_dim"):
-            if state[key] != getattr(self, key):
-                raise ValueError(f"discriminator state has {key}={state[key]!r}, this one has {getattr(self, key)!r}")
-        self.net.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.shuffle_generator.set_state(state["shuffle_generator"])
-        self.n_updates = int(state["n_updates"])
-
 
 # --------------------------------------------------------------------------------------
 # DiffAIL-style
 # --------------------------------------------------------------------------------------
 
 
-class DiffAILDiscriminator:
+class DiffAILDiscriminator(TrainableDiscriminator):
     """DiffAIL-style baseline: an UNCONDITIONAL diffusion model of the EXPERT pairs only.
 
     Training minimises the plain diffusion loss (Eq. 1 without a label) on expert pairs;
@@ -222,6 +188,8 @@ class DiffAILDiscriminator:
     """
 
     name = "diffail"
+    state_kind = "drive_drail.DiffAILDiscriminator"
+    state_label = "DiffAIL discriminator"
 
     def __init__(
         self, obs_dim: int, act_dim: int, config: DiffusionDiscriminatorConfig | None = None, seed: int = 0
@@ -238,10 +206,6 @@ class DiffAILDiscriminator:
         self.noise_generator = torch.Generator(device=self.device).manual_seed(seed)
         self.shuffle_generator = torch.Generator().manual_seed(seed + 1)
         self.n_updates = 0
-
-    def pairs(self, obs: ArrayLike, act: ArrayLike) -> torch.Tensor:
-        """``x = concat(s, a)`` ``[B, obs_dim + act_dim]``."""
-        return state_action_pairs(obs, act, self.obs_dim, self.act_dim, self.device)
 
     def diffusion_loss(self, x0: torch.Tensor, generator: torch.Generator, n_samples: int = 1) -> torch.Tensor:
         """Eq. 1 without a label, ``[B]``: mean over x_dim of ``(eps_hat - eps)^2``, one mirrored t
@@ -264,21 +228,16 @@ class DiffAILDiscriminator:
         (``config.epochs`` passes over the agent pairs' count), loss = mean expert ``L_diff``.
         ``disc/loss`` is that diffusion loss; D metrics use ``D = exp(-L)``."""
         expert_x, agent_x = self.pairs(expert_obs, expert_act), self.pairs(agent_obs, agent_act)
-        metrics = MetricMeans()
-        for expert_idx, agent_idx in minibatch_indices(
-            len(expert_x), len(agent_x), self.config.batch_size, self.config.epochs, self.shuffle_generator
-        ):
-            l_expert = self.diffusion_loss(expert_x[expert_idx], self.noise_generator)
-            loss = l_expert.mean()
-            check_finite(loss, self.n_updates, self.name)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            self.n_updates += 1
-            with torch.no_grad():
-                l_agent = self.diffusion_loss(agent_x[agent_idx], self.noise_generator)
-            metrics.add(loss.detach(), torch.exp(-l_expert.detach()), torch.exp(-l_agent))
-        return metrics.means(**{"disc/n_updates": float(self.n_updates)})
+
+        def minibatch_loss(expert_batch: torch.Tensor, agent_batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            l_expert = self.diffusion_loss(expert_batch, self.noise_generator)
+
+            def d_agent() -> torch.Tensor:  # a metric only: scored after the step, without gradient
+                return torch.exp(-self.diffusion_loss(agent_batch, self.noise_generator))
+
+            return l_expert.mean(), torch.exp(-l_expert.detach()), d_agent
+
+        return self.fit_minibatches(expert_x, agent_x, minibatch_loss)
 
     @torch.inference_mode()
     def reward(self, obs: ArrayLike, act: ArrayLike, seed: int | None = None) -> np.ndarray:
@@ -288,32 +247,6 @@ class DiffAILDiscriminator:
         loss = self.diffusion_loss(self.pairs(obs, act), generator, self.config.reward_samples)
         loss = loss.clamp_min(self.config.loss_floor)
         return (-torch.log(-torch.expm1(-loss))).float().cpu().numpy()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "kind": "drive_drail.DiffAILDiscriminator",
-            "name": self.name,
-            "obs_dim": self.obs_dim,
-            "act_dim": self.act_dim,
-            "config": asdict(self.config),
-            "model": self.net.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "noise_generator": self.noise_generator.get_state(),
-            "shuffle_generator": self.shuffle_generator.get_state(),
-            "n_updates": self.n_updates,
-        }
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        if state.get("kind") != "drive_drail.DiffAILDiscriminator":
-            raise ValueError(f"not a DiffAIL discriminator state (kind={state.get('kind')!r})")
-        for key in ("obs_dim", "act_dim"):
-            if state[key] != getattr(self, key):
-                raise ValueError(f"discriminator state has {key}={state[key]!r}, this one has {getattr(self, key)!r}")
-        self.net.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.noise_generator.set_state(state["noise_generator"])
-        self.shuffle_generator.set_state(state["shuffle_generator"])
-        self.n_updates = int(state["n_updates"])
 
 
 # --------------------------------------------------------------------------------------
