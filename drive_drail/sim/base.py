@@ -41,3 +41,53 @@ class DrivingEnv(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def step_info(
+    scenario,
+    *,
+    final: bool,
+    crashed: bool,
+    offroad: bool,
+    route_completion: float,
+    speed_mps: float,
+    lane_index: int,
+    time_s: float,
+    merged: bool | None = None,
+    gap_m: float | None = None,
+    stopped_s: float | None = None,
+    arrived: bool = False,
+    **extras,
+) -> dict:
+    """The info dict of one step, with the scenario's success criteria applied.
+
+    Shared by every adapter so that "success" means the same in every simulator:
+    no crash, no off-road, and
+    * lane_change: the route completed (``min_route_completion``) or the simulator's
+      destination reached (``arrived``);
+    * merge: the same, and merged onto a main lane when ``require_merge``;
+    * stop: stopped (``stopped_s >= hold_seconds``) with a gap in ``(0, stopped_before_m]``.
+    ``success`` is True only on the ``final`` step of a successful episode.
+    """
+    criteria = scenario.success
+    info = {
+        INFO_CRASHED: crashed,
+        INFO_OFFROAD: offroad,
+        INFO_SUCCESS: False,
+        INFO_ROUTE_COMPLETION: route_completion,
+        INFO_SPEED_MPS: speed_mps,
+        INFO_LANE_INDEX: lane_index,
+        INFO_TIME_S: time_s,
+        **extras,
+    }
+    ok = not crashed and not offroad
+    if scenario.task == "stop":
+        info["gap_m"], info["stopped_s"] = gap_m, stopped_s
+        ok = ok and 0.0 < gap_m <= criteria.stopped_before_m and stopped_s >= criteria.hold_seconds - 1e-9
+    else:
+        ok = ok and (arrived or route_completion >= criteria.min_route_completion)
+        if scenario.task == "merge":
+            info["merged"] = merged
+            ok = ok and (merged or not criteria.require_merge)
+    info[INFO_SUCCESS] = bool(final and ok)
+    return info

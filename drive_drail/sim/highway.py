@@ -28,7 +28,7 @@ simulation steps (highway-env's ``AbstractEnv._simulate``).
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import gymnasium as gym
 import highway_env  # noqa: F401  (registers highway-env's environments)
@@ -43,6 +43,7 @@ from highway_env.vehicle.kinematics import Vehicle as HwVehicle
 from drive_drail import spec
 from drive_drail.scenario import Scenario, ScenarioError, did_you_mean
 from drive_drail.sim import base, stop_env
+from drive_drail.sim.rows import STATE_COLUMNS, FrameRows, batch_for_all, scene_from_rows
 
 RESERVED_CONFIG_KEYS = {
     "observation": "the adapter builds the spec observation itself",
@@ -149,26 +150,6 @@ def register_envs() -> None:
 # State extraction: the ONE place highway-env objects become spec-frame numbers
 # --------------------------------------------------------------------------------------
 
-STATE_COLUMNS = (
-    "x_m", "y_m", "vx_mps", "vy_mps", "heading_rad", "length_m", "width_m",
-    "lane_index", "lane_count", "lane_offset_m", "lane_heading_rad", "on_ramp", "expert",
-)  # fmt: skip
-"""The record-format columns :func:`frame_rows` fills (all but scene_id, track_id, frame, t_s)."""
-
-
-class FrameRows(NamedTuple):
-    """Every object of the road at one instant, ego first, in the spec frame.
-
-    ``objects[i]`` is the highway-env object of row i (vehicles, then solid road objects);
-    ``columns`` maps each name in :data:`STATE_COLUMNS` to an array of shape ``[N]``
-    (float64 states, int64 lane fields, bool flags). ``expert`` is True for vehicles and
-    False for static obstacles.
-    """
-
-    objects: list
-    columns: dict[str, np.ndarray]
-
-
 def frame_rows(road: Road, ego: HwVehicle, on_ramp_lanes: tuple = ()) -> FrameRows:
     """Extract every vehicle and solid obstacle of ``road`` (ego first) into spec-frame rows."""
     objects = [ego] + [v for v in road.vehicles if v is not ego]
@@ -201,57 +182,6 @@ def frame_rows(road: Road, ego: HwVehicle, on_ramp_lanes: tuple = ()) -> FrameRo
         expert[i] = isinstance(o, HwVehicle)
     columns = {**f64, "lane_index": lane_index, "lane_count": lane_count, "on_ramp": on_ramp, "expert": expert}
     return FrameRows(objects=objects, columns={c: columns[c] for c in STATE_COLUMNS})
-
-
-def scene_from_rows(columns: dict[str, np.ndarray], ego_row: int = 0) -> spec.Scene:
-    """The :class:`spec.Scene` of the vehicle in row ``ego_row`` (columns as in :data:`STATE_COLUMNS`)."""
-
-    def vehicle(i: int) -> spec.Vehicle:
-        return spec.Vehicle(
-            x_m=float(columns["x_m"][i]),
-            y_m=float(columns["y_m"][i]),
-            vx_mps=float(columns["vx_mps"][i]),
-            vy_mps=float(columns["vy_mps"][i]),
-            heading_rad=float(columns["heading_rad"][i]),
-            length_m=float(columns["length_m"][i]),
-            width_m=float(columns["width_m"][i]),
-            lane=int(columns["lane_index"][i]),
-        )
-
-    n = len(columns["x_m"])
-    lane = spec.LaneContext(
-        count=int(columns["lane_count"][ego_row]),
-        offset_m=float(columns["lane_offset_m"][ego_row]),
-        heading_rad=float(columns["lane_heading_rad"][ego_row]),
-    )
-    return spec.Scene(ego=vehicle(ego_row), others=[vehicle(i) for i in range(n) if i != ego_row], lane=lane)
-
-
-def batch_for_all(columns: dict[str, np.ndarray]) -> spec.SceneBatch:
-    """One scene per vehicle (obstacles excluded as egos), all sharing the same M slots.
-
-    Returns a :class:`spec.SceneBatch` with ``B`` = number of vehicles, ``M`` = number of rows;
-    scene b has its ego in slot ``ego[b]``.
-    """
-    egos = np.flatnonzero(columns["expert"])
-    b = len(egos)
-
-    def tile(name: str) -> np.ndarray:
-        return np.broadcast_to(columns[name], (b, len(columns[name]))).copy()
-
-    return spec.SceneBatch(
-        x_m=tile("x_m"),
-        y_m=tile("y_m"),
-        vx_mps=tile("vx_mps"),
-        vy_mps=tile("vy_mps"),
-        heading_rad=tile("heading_rad"),
-        lane=tile("lane_index"),
-        valid=np.ones((b, len(columns["x_m"])), dtype=bool),
-        ego=egos.astype(np.int64),
-        lane_count=columns["lane_count"][egos].astype(np.float64),
-        lane_offset_m=columns["lane_offset_m"][egos].copy(),
-        lane_heading_rad=columns["lane_heading_rad"][egos].copy(),
-    )
 
 
 # --------------------------------------------------------------------------------------
@@ -442,31 +372,23 @@ class HighwayAdapter(gym.Env):
         return float(ego.lane_distance_to(obstacle) - (ego.LENGTH + obstacle.LENGTH) / 2)
 
     def _info(self, final: bool) -> dict:
-        ego, criteria = self.ego, self.scenario.success
-        crashed, offroad = bool(ego.crashed), not ego.on_road
-        completion = self._route_completion()
-        info = {
-            base.INFO_CRASHED: crashed,
-            base.INFO_OFFROAD: offroad,
-            base.INFO_SUCCESS: False,
-            base.INFO_ROUTE_COMPLETION: completion,
-            base.INFO_SPEED_MPS: float(ego.speed),
-            base.INFO_LANE_INDEX: int(ego.lane_index[2]),
-            base.INFO_TIME_S: self.policy_steps * self.policy_dt_s,
-            "episode_seed": self.episode_seed,
-            "action_physical": self._last_action.copy(),
-            "lane_changes": self._lane_changes,
-        }
-        ok = not crashed and not offroad and completion >= criteria.min_route_completion
-        if self.scenario.task == "merge":
-            info["merged"] = ego.lane_index not in self.on_ramp_lanes
-            ok = ok and (info["merged"] or not criteria.require_merge)
-        elif self.scenario.task == "stop":
-            info["gap_m"] = self._gap_m()
-            info["stopped_s"] = self._stopped_s
-            ok = ok and 0.0 < info["gap_m"] <= criteria.stopped_before_m and self._stopped_s >= criteria.hold_seconds - 1e-9
-        info[base.INFO_SUCCESS] = bool(final and ok)
-        return info
+        ego, task = self.ego, self.scenario.task
+        return base.step_info(
+            self.scenario,
+            final=final,
+            crashed=bool(ego.crashed),
+            offroad=not ego.on_road,
+            route_completion=self._route_completion(),
+            speed_mps=float(ego.speed),
+            lane_index=int(ego.lane_index[2]),
+            time_s=self.policy_steps * self.policy_dt_s,
+            merged=(ego.lane_index not in self.on_ramp_lanes) if task == "merge" else None,
+            gap_m=self._gap_m() if task == "stop" else None,
+            stopped_s=self._stopped_s if task == "stop" else None,
+            episode_seed=self.episode_seed,
+            action_physical=self._last_action.copy(),
+            lane_changes=self._lane_changes,
+        )
 
 
 def _highway_config(scenario: Scenario, split: str) -> dict:

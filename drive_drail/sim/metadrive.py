@@ -67,7 +67,7 @@ import logging
 import math
 import weakref
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import gymnasium as gym
 import numpy as np
@@ -76,6 +76,7 @@ from drive_drail import spec
 from drive_drail.scenario import Scenario, ScenarioError, did_you_mean
 from drive_drail.sim import base
 from drive_drail.sim.metadrive_assets import state_only_engine
+from drive_drail.sim.rows import STATE_COLUMNS, FrameRows, observe_rows, scene_from_rows
 
 ENV_IDS = ("MetaDriveEnv",)
 """Scenario ``env_id`` values this adapter runs (MetaDrive's procedural-map environment)."""
@@ -182,12 +183,6 @@ def metadrive_to_spec_unit(action_metadrive: np.ndarray, limits: VehicleLimits) 
 # State extraction: the ONE place MetaDrive objects become spec-frame numbers
 # --------------------------------------------------------------------------------------
 
-STATE_COLUMNS = (
-    "x_m", "y_m", "vx_mps", "vy_mps", "heading_rad", "length_m", "width_m",
-    "lane_index", "lane_count", "lane_offset_m", "lane_heading_rad", "on_ramp", "expert",
-)  # fmt: skip
-"""The record-format columns :meth:`MetaDriveAdapter.frame_rows` fills (all but scene_id, track_id, frame, t_s)."""
-
 _FLOAT_COLUMNS = ("x_m", "y_m", "vx_mps", "vy_mps", "heading_rad", "length_m", "width_m", "lane_offset_m", "lane_heading_rad")
 
 
@@ -202,61 +197,6 @@ class Track:
     def __init__(self, obj):
         self.obj = obj
         self.crashed = False
-
-
-class FrameRows(NamedTuple):
-    """Every object at one instant, ego first: ``objects[i]`` is the :class:`Track` of row i;
-    ``columns`` maps each of :data:`STATE_COLUMNS` to an array ``[N]`` (float64 states, int64 lane fields, bool flags)."""
-
-    objects: list
-    columns: dict[str, np.ndarray]
-
-
-def scene_from_rows(columns: dict[str, np.ndarray], ego_row: int = 0) -> spec.Scene:
-    """The :class:`spec.Scene` of the vehicle in row ``ego_row`` (columns as in :data:`STATE_COLUMNS`)."""
-
-    def vehicle(i: int) -> spec.Vehicle:
-        return spec.Vehicle(
-            x_m=float(columns["x_m"][i]),
-            y_m=float(columns["y_m"][i]),
-            vx_mps=float(columns["vx_mps"][i]),
-            vy_mps=float(columns["vy_mps"][i]),
-            heading_rad=float(columns["heading_rad"][i]),
-            length_m=float(columns["length_m"][i]),
-            width_m=float(columns["width_m"][i]),
-            lane=int(columns["lane_index"][i]),
-        )
-
-    lane = spec.LaneContext(
-        count=int(columns["lane_count"][ego_row]),
-        offset_m=float(columns["lane_offset_m"][ego_row]),
-        heading_rad=float(columns["lane_heading_rad"][ego_row]),
-    )
-    n = len(columns["x_m"])
-    return spec.Scene(ego=vehicle(ego_row), others=[vehicle(i) for i in range(n) if i != ego_row], lane=lane)
-
-
-def observe_rows(columns: dict[str, np.ndarray], ego_row: int = 0) -> np.ndarray:
-    """``spec.observe(scene_from_rows(columns, ego_row))`` without building the Scene objects.
-
-    The same numbers go through the same :func:`spec.observe_batch` as a one-scene batch,
-    so the result is identical (the tests check it); shape ``[OBS_DIM]``, float32.
-    """
-    n = len(columns["x_m"])
-    batch = spec.SceneBatch(
-        x_m=columns["x_m"][None, :],
-        y_m=columns["y_m"][None, :],
-        vx_mps=columns["vx_mps"][None, :],
-        vy_mps=columns["vy_mps"][None, :],
-        heading_rad=columns["heading_rad"][None, :],
-        lane=columns["lane_index"][None, :],
-        valid=np.ones((1, n), dtype=bool),
-        ego=np.array([ego_row], dtype=np.int64),
-        lane_count=columns["lane_count"][ego_row : ego_row + 1].astype(np.float64),
-        lane_offset_m=columns["lane_offset_m"][ego_row : ego_row + 1],
-        lane_heading_rad=columns["lane_heading_rad"][ego_row : ego_row + 1],
-    )
-    return spec.observe_batch(batch)[0]
 
 
 def lane_frame(lane, road_network, x_m: float, y_m: float) -> tuple[int, int, float, float]:
@@ -574,37 +514,27 @@ class MetaDriveAdapter(gym.Env):
         return float(np.clip(done, 0.0, 1.0))
 
     def _info(self, final: bool) -> dict:
-        ego, criteria = self.ego, self.scenario.success
+        ego, task = self.ego, self.scenario.task
         crashed, offroad = self._crashed_offroad()
-        completion = self._route_completion()
         arrived = self._arrived()
-        info = {
-            base.INFO_CRASHED: crashed,
-            base.INFO_OFFROAD: offroad,
-            base.INFO_SUCCESS: False,
-            base.INFO_ROUTE_COMPLETION: completion,
-            base.INFO_SPEED_MPS: float(ego.speed),
-            base.INFO_LANE_INDEX: int(ego.lane_index[2]),
-            base.INFO_TIME_S: self.policy_steps * self.policy_dt_s,
-            "arrive_dest": arrived,
-            "episode_seed": self.episode_seed,
-            "action_physical": self._last_action.copy(),
-            "lane_changes": self._lane_changes,
-        }
-        ok = not crashed and not offroad and (arrived or completion >= criteria.min_route_completion)
-        if self.scenario.task == "merge":
-            info["merged"] = ego.lane_index not in self._on_ramp_lanes
-            ok = ok and (info["merged"] or not criteria.require_merge)
-        elif self.scenario.task == "stop":
-            info["gap_m"] = self._gap_m()
-            info["stopped_s"] = self._stopped_s
-            ok = (
-                not crashed and not offroad
-                and 0.0 < info["gap_m"] <= criteria.stopped_before_m
-                and self._stopped_s >= criteria.hold_seconds - 1e-9
-            )  # fmt: skip
-        info[base.INFO_SUCCESS] = bool(final and ok)
-        return info
+        return base.step_info(
+            self.scenario,
+            final=final,
+            crashed=crashed,
+            offroad=offroad,
+            route_completion=self._route_completion(),
+            speed_mps=float(ego.speed),
+            lane_index=int(ego.lane_index[2]),
+            time_s=self.policy_steps * self.policy_dt_s,
+            arrived=arrived,
+            merged=(ego.lane_index not in self._on_ramp_lanes) if task == "merge" else None,
+            gap_m=self._gap_m() if task == "stop" else None,
+            stopped_s=self._stopped_s if task == "stop" else None,
+            arrive_dest=arrived,
+            episode_seed=self.episode_seed,
+            action_physical=self._last_action.copy(),
+            lane_changes=self._lane_changes,
+        )
 
 
 # --------------------------------------------------------------------------------------
