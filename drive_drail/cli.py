@@ -60,6 +60,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
         bc_epochs=args.bc_epochs,
         fused=not args.unshared,
         task_filter=args.task_filter,
+        sim=args.sim,
     )
     if args.resume and not args.demos:
         config.demos = "(from checkpoint)"
@@ -165,7 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--demos", help="expert pairs .parquet (from `drive-drail convert`)")
     p.add_argument("--steps", type=int, default=None, help="environment steps (default 20000; with --resume: the new total)")
     p.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
-    p.add_argument("--n-envs", type=int, default=2, help="parallel environment workers (default 2)")
+    p.add_argument("--n-envs", type=int, default=2, help="parallel environments (default 2; with --sim batched e.g. 256)")
+    p.add_argument("--sim", choices=["adapter", "batched"], default="adapter",
+                   help="adapter: the scenario's simulator (default); batched: the vectorised highway simulator")
     p.add_argument("--n-steps", type=int, default=256, help="rollout steps per worker per iteration (default 256)")
     p.add_argument("--bc-epochs", type=int, default=30, help="behaviour-cloning epochs (default 30)")
     p.add_argument("--no-bc-warm-start", action="store_true", help="start PPO from a random policy")

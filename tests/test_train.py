@@ -108,3 +108,20 @@ def test_nan_in_the_policy_stops_training_with_a_clear_message(stop_demos, tmp_p
     with pytest.raises(TrainingDiverged, match="NaN/inf at iteration 7"):
         _check_finite(model, 7, {})
     env.close()
+
+
+def test_training_in_the_batched_simulator(stop_demos, tmp_path):
+    """`--sim batched`: the same loop trains on many scenes at once; the actor then acts in highway-env."""
+    from drive_drail.evaluate.rollout import run_episode
+    from drive_drail.scenario import load_scenario
+    from drive_drail.sim import make_env
+
+    run = train(small(stop_demos, tmp_path / "run", sim="batched", n_envs=16, n_steps=8, steps=256), progress=False)
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert metrics["global_step"].iloc[-1] == 256
+    assert np.isfinite(metrics["disc/loss"].dropna()).all()
+    actor = DeterministicActor.load(run / "actor.pt")
+    env = make_env(load_scenario("stop"), split="eval")
+    result = run_episode(env, actor, seed=load_scenario("stop").eval_seeds[0])
+    env.close()
+    assert result["steps"] > 0

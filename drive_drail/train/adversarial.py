@@ -162,7 +162,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, step
     expert_obs = (demos.obs - demos.obs_mean) / demos.obs_std
     expert_act = demos.action_unit
 
-    env = make_vec_env(config.scenario, config.n_envs, demos.obs_mean, demos.obs_std, seed_offset=config.seed)
+    env = make_vec_env(config.scenario, config.n_envs, demos.obs_mean, demos.obs_std, seed_offset=config.seed, sim=config.sim)
     try:
         return _train_loop(config, run_dir, env, demos, expert_obs, expert_act, resume, progress)
     finally:

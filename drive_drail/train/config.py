@@ -22,7 +22,11 @@ class TrainConfig:
     seed: int = 0
     """Seeds torch, numpy, the environments and the discriminator's noise."""
     n_envs: int = 2
-    """Parallel environment workers (subprocesses when > 1)."""
+    """Parallel environments: subprocess workers for the simulator adapters, or scenes
+    stepped together in one array program with ``sim="batched"`` (e.g. 64-4096)."""
+    sim: str = "adapter"
+    """adapter: the scenario's simulator (highway-env or MetaDrive); batched: the vectorised
+    highway simulator (highway scenarios only; evaluate in highway-env)."""
     out: str = "runs/run"
     """Run folder: metrics.csv, checkpoints/, actor.pt, config.json."""
 
@@ -77,6 +81,8 @@ class TrainConfig:
             raise UserError(f"--algo: unknown algorithm {self.algo!r} (choose from {', '.join(ALGOS)})")
         if not self.demos:
             raise UserError("--demos: an expert pairs file is required (make one with `drive-drail convert`)")
+        if self.sim not in ("adapter", "batched"):
+            raise UserError(f"--sim: unknown simulator backend {self.sim!r} (adapter or batched)")
         if self.steps <= 0 or self.n_envs <= 0 or self.n_steps <= 0:
             raise UserError("--steps, --n-envs and --n-steps must be positive")
 

@@ -60,9 +60,18 @@ def env_factory(
     return make
 
 
-def make_vec_env(scenario_name: str, n_envs: int, mean: np.ndarray, std: np.ndarray, seed_offset: int):
-    """SB3 VecEnv of ``n_envs`` workers: subprocesses when ``n_envs > 1``."""
+def make_vec_env(scenario_name: str, n_envs: int, mean: np.ndarray, std: np.ndarray, seed_offset: int, sim: str = "adapter"):
+    """SB3 VecEnv of ``n_envs`` environments.
+
+    ``sim="adapter"``: the scenario's simulator, in subprocesses when ``n_envs > 1``;
+    ``sim="batched"``: the vectorised highway simulator, all scenes in this process.
+    """
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+
+    if sim == "batched":
+        from drive_drail.sim.batched.vec_env import make_batched_vec_env
+
+        return make_batched_vec_env(scenario_name, n_envs, mean, std, seed=seed_offset)
 
     fns = [env_factory(scenario_name, w, n_envs, mean, std, seed_offset) for w in range(n_envs)]
     if n_envs == 1:
