@@ -37,6 +37,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import yaml
 
 from drive_drail.logs.base import LogError
@@ -148,6 +149,14 @@ class Scenario:
         """Episode seeds of a split: train seeds for ``train``, eval seeds for every other split."""
         self._check_split(split)
         return self.train_seeds if split == "train" else self.eval_seeds
+
+    def seed_order(self, split: str, seed: int) -> list[int]:
+        """The order in which an adapter plays a split's seeds on ``reset()`` without a seed:
+        train seeds shuffled by ``seed``; other splits' seeds in order from index ``seed``."""
+        seeds = self.seeds_for(split)
+        if split == "train":
+            return [seeds[i] for i in np.random.default_rng(seed).permutation(len(seeds))]
+        return [seeds[(seed + i) % len(seeds)] for i in range(len(seeds))]
 
     def env_config_for(self, split: str) -> dict:
         """The simulator settings of a split: ``env_config`` updated with the split's overrides."""

@@ -232,11 +232,7 @@ class HighwayAdapter(gym.Env):
         assert tuple(action_type.steering_range) == spec.STEER_RANGE_RAD
         self.on_ramp_lanes = tuple(getattr(self._hw, "ON_RAMP_LANES", ()))
 
-        seeds = scenario.seeds_for(split)
-        if split == "train":
-            self._seed_order = [seeds[i] for i in np.random.default_rng(seed).permutation(len(seeds))]
-        else:
-            self._seed_order = [seeds[(seed + i) % len(seeds)] for i in range(len(seeds))]
+        self._seed_order = scenario.seed_order(split, seed)
         self._episodes = 0
         self._hooks: list[SimStepHook] = []
         self.sim_frame = 0

@@ -286,11 +286,7 @@ class MetaDriveAdapter(gym.Env):
         with state_only_engine():
             self._md = MetaDriveEnv(self.md_config)
 
-        seeds = scenario.seeds_for(split)
-        if split == "train":
-            self._seed_order = [seeds[i] for i in np.random.default_rng(seed).permutation(len(seeds))]
-        else:
-            self._seed_order = [seeds[(seed + i) % len(seeds)] for i in range(len(seeds))]
+        self._seed_order = scenario.seed_order(split, seed)
         self._episodes = 0
         self._hooks: list[SimStepHook] = []
         self._tracks: dict[str, Track] = {}
