@@ -125,3 +125,26 @@ def test_training_in_the_batched_simulator(stop_demos, tmp_path):
     result = run_episode(env, actor, seed=load_scenario("stop").eval_seeds[0])
     env.close()
     assert result["steps"] > 0
+
+
+def test_recorder_separates_truncation_failure_and_goal():
+    """Time limits are bootstrapped, failures become absorbing states, a reached goal is neither."""
+    from drive_drail.train.adversarial import TransitionRecorder
+
+    recorder = TransitionRecorder()
+    recorder._on_rollout_start()
+    final = np.arange(3.0)
+    recorder.update_locals({
+        "dones": np.array([True, True, True, False]),
+        "infos": [
+            {"TimeLimit.truncated": True, "terminal_observation": final, "speed_mps": 20.0},
+            {"success": True, "speed_mps": 10.0},
+            {"crashed": True, "speed_mps": 30.0},
+            {"speed_mps": 25.0},
+        ],
+    })
+    recorder._on_step()
+    assert [(s, e) for s, e, _ in recorder.truncated] == [(0, 0)] and recorder.truncated[0][2] is final
+    assert recorder.terminated == [(0, 2)]
+    assert [e["success"] for e in recorder.episodes] == [0.0, 1.0, 0.0]
+    assert [e["crashed"] for e in recorder.episodes] == [0.0, 0.0, 1.0]

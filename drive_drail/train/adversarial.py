@@ -12,11 +12,12 @@ only in the discriminator (``make_discriminator``); ``bc`` stops after behaviour
 Terminations are handled on purpose (METHOD.md pitfalls):
 * time-limit truncation is not termination: the truncated step's reward is bootstrapped
   with ``gamma * V(s_final)``;
-* a crash terminates into an ABSORBING state (DAC, Kostrikov et al. 2019): the
+* a failure (crash, off-road) terminates into an ABSORBING state (DAC, Kostrikov et al. 2019): the
   discriminator sees absorbing pairs (flag 1) among the agent data, never in the expert
   data, and the terminal step earns ``r(s, a) + gamma / (1 - gamma) * r(absorbing)``, the
   return of looping in that state forever. So ending an episode is priced by the
-  discriminator rather than by the sign of the reward.
+  discriminator rather than by the sign of the reward. A termination at the goal (merge)
+  ends the return there, without the absorbing term: expert episodes end that way too.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ class TransitionRecorder(BaseCallback):
     def __init__(self) -> None:
         super().__init__()
         self.truncated: list[tuple[int, int, np.ndarray]] = []  # (step, env, final obs)
-        self.terminated: list[tuple[int, int]] = []  # (step, env)
+        self.terminated: list[tuple[int, int]] = []  # (step, env) of failure terminations
         self.episodes: list[dict] = []
         self._step = 0
         self._ep_return: np.ndarray | None = None
@@ -78,7 +79,7 @@ class TransitionRecorder(BaseCallback):
             info = infos[env_idx]
             if info.get("TimeLimit.truncated", False):
                 self.truncated.append((self._step, int(env_idx), info["terminal_observation"]))
-            else:
+            elif not info.get(INFO_SUCCESS, False):  # a goal reached ends without a price
                 self.terminated.append((self._step, int(env_idx)))
             self.episodes.append(
                 {

@@ -57,7 +57,7 @@ class TrainConfig:
     fused: bool = True
     """DRAIL: score both labels in one pass sharing t and eps (False: two passes, own t and eps)."""
     absorbing: bool = True
-    """Treat crash terminations as entering an absorbing state whose reward the discriminator learns (DAC)."""
+    """Treat failure terminations (crash, off-road) as entering an absorbing state whose reward the discriminator learns (DAC)."""
     reward_norm: bool = False
     """Divide rewards by the running std of the discounted return."""
 
