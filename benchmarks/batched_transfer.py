@@ -1,0 +1,86 @@
+"""Transfer: a policy trained in the batched simulator, scored there and in real highway-env.
+
+Records expert demos in highway-env, converts them, trains DRAIL with ``--sim batched``,
+then scores the actor on the scenario's held-out seeds in the batched simulator and in
+highway-env (the referee). Prints JSON with both success rates and their gap (target:
+within 5 success points).
+
+    python benchmarks/batched_transfer.py [--scenario lane_change] [--steps 100000] [--episodes 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def batched_scores(scenario, actor, episodes: int) -> dict:
+    """First episode of each of ``episodes`` scenes on the held-out seeds, in the batched simulator."""
+    from drive_drail.sim.batched.env import BatchedHighwayEnv
+
+    env = BatchedHighwayEnv(scenario, episodes, split="eval")
+    obs, _ = env.reset(seeds=np.asarray(scenario.eval_seeds[:episodes]))
+    finished = np.zeros(episodes, dtype=bool)
+    success = np.zeros(episodes, dtype=bool)
+    collision = np.zeros(episodes, dtype=bool)
+    while not finished.all():
+        r = env.step(actor.act(np.asarray(obs, dtype=np.float32)))
+        newly = r.done & ~finished
+        if newly.any():
+            success[newly] = np.asarray(r.info["success"])[newly]
+            collision[newly] = np.asarray(r.info["crashed"])[newly]
+            finished |= r.done
+        obs = r.obs
+    return {"success": float(success.mean()), "collision": float(collision.mean())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scenario", default="lane_change")
+    parser.add_argument("--steps", type=int, default=100_000)
+    parser.add_argument("--n-envs", type=int, default=256)
+    parser.add_argument("--episodes", type=int, default=20)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+
+    from drive_drail.evaluate.runner import evaluate
+    from drive_drail.models.policy import DeterministicActor
+    from drive_drail.pairs.convert import ConvertConfig, convert_file
+    from drive_drail.record import record_episodes
+    from drive_drail.scenario import load_scenario
+    from drive_drail.train.adversarial import train
+    from drive_drail.train.config import TrainConfig
+
+    work = Path(args.out or tempfile.mkdtemp(prefix="transfer-"))
+    scenario = load_scenario(args.scenario)
+    log = record_episodes(scenario, n_episodes=10, seed=0, out_path=work / "log.parquet", progress=False)
+    convert_file(str(log), str(work / "pairs.parquet"), "auto", ConvertConfig(action_hz=scenario.policy_frequency_hz))
+    t0 = time.time()
+    run = train(TrainConfig(scenario=args.scenario, algo="drail", demos=str(work / "pairs.parquet"), steps=args.steps,
+                            sim="batched", n_envs=args.n_envs, n_steps=32, batch_size=1024, out=str(work / "run")),
+                progress=False)
+    train_s = time.time() - t0
+    actor = DeterministicActor.load(run / "actor.pt")
+    batched = batched_scores(scenario, actor, args.episodes)
+    table = evaluate([f"drail={run}"], scenario, episodes=args.episodes, split="eval", workers=2, reference=False)
+    highway = {"success": float(table.success.mean()), "collision": float(table.collision.mean())}
+    print(json.dumps({
+        "benchmark": "batched_transfer",
+        "scenario": args.scenario,
+        "train_env_steps": args.steps,
+        "train_wall_s": round(train_s, 1),
+        "episodes": args.episodes,
+        "batched": batched,
+        "highway_env": highway,
+        "success_gap_points": round(100 * (batched["success"] - highway["success"]), 1),
+        "target_gap_points": 5.0,
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
