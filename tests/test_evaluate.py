@@ -219,7 +219,8 @@ def test_evaluate_every_policy_source_and_store_the_table(tmp_path, stop_short):
     # the torch actor and its fp32 ONNX export drive the same episodes
     torch_rows = table[table.policy == "torch"].reset_index(drop=True)
     onnx_rows = table[table.policy == "onnx"].reset_index(drop=True)
-    np.testing.assert_allclose(torch_rows.route_completion, onnx_rows.route_completion, atol=1e-4)
+    for metric in ("success", "collision", "offroad", "steps", "route_completion", "mean_speed_mps", "min_speed_mps", "ade_m"):
+        np.testing.assert_allclose(torch_rows[metric], onnx_rows[metric], atol=1e-4, err_msg=metric)
 
     out = tmp_path / "results"
     write_results(table, out, command="drive-drail evaluate test")
