@@ -207,6 +207,10 @@ def _train_loop(config, run_dir, env, demos: Demos, expert_obs, expert_act, resu
     ret_std = checkpoint.RunningStd() if not resume else state.ret_std
     bar = tqdm(total=total_timesteps, initial=model.num_timesteps, unit="step", disable=not progress, desc=config.algo)
     buf = model.rollout_buffer
+    # Discriminator inputs carry an absorbing-state flag column (0 = a real state).
+    disc_expert_obs = _with_flag(expert_obs, 0.0) if config.absorbing else expert_obs
+    absorbing_obs = _with_flag(np.zeros((1, spec.OBS_DIM), np.float32), 1.0)
+    absorbing_act = np.zeros((1, spec.ACTION_DIM), np.float32)
 
     for iteration in range(start, iterations):
         t0 = time.perf_counter()
@@ -218,35 +222,31 @@ def _train_loop(config, run_dir, env, demos: Demos, expert_obs, expert_act, resu
         row = {}
 
         # 2. Update phi with the gradient of L_D: expert batch vs agent batch (Eq. 3).
-        e_obs, a_obs = expert_obs, agent_obs
-        a_act = agent_act
-        if config.absorbing:
-            e_obs, a_obs = _with_flag(expert_obs, 0.0), _with_flag(agent_obs, 0.0)
-            n_abs = len(recorder.terminated)
-            if n_abs:
-                absorbing = _with_flag(np.zeros((n_abs, spec.OBS_DIM), np.float32), 1.0)
-                a_obs = np.concatenate([a_obs, absorbing])
-                a_act = np.concatenate([a_act, np.zeros((n_abs, spec.ACTION_DIM), np.float32)])
-        row.update(disc.update(e_obs, expert_act, a_obs, a_act))  # keys already carry "disc/"
+        disc_agent_obs = _with_flag(agent_obs, 0.0) if config.absorbing else agent_obs
+        a_obs, a_act = disc_agent_obs, agent_act
+        n_abs = len(recorder.terminated) if config.absorbing else 0
+        if n_abs:
+            a_obs = np.concatenate([a_obs, np.repeat(absorbing_obs, n_abs, axis=0)])
+            a_act = np.concatenate([a_act, np.repeat(absorbing_act, n_abs, axis=0)])
+        row.update(disc.update(disc_expert_obs, expert_act, a_obs, a_act))  # keys already carry "disc/"
 
         # 3. Relabel the collected transitions with r_phi = log D - log(1 - D) (Eq. 4).
-        r_obs = _with_flag(agent_obs, 0.0) if config.absorbing else agent_obs
-        reward = disc.reward(r_obs, agent_act).reshape(n_steps, n_envs).astype(np.float32)
+        reward = disc.reward(disc_agent_obs, agent_act).reshape(n_steps, n_envs).astype(np.float32)
         row["charts/reward_mean"], row["charts/reward_std"] = float(reward.mean()), float(reward.std())
-        if config.absorbing and recorder.terminated:
-            r_abs = float(disc.reward(_with_flag(np.zeros((1, spec.OBS_DIM), np.float32), 1.0), np.zeros((1, 2), np.float32))[0])
+        if n_abs:
+            r_abs = float(disc.reward(absorbing_obs, absorbing_act)[0])
             row["charts/reward_absorbing"] = r_abs
             for step, env_idx in recorder.terminated:
                 reward[step, env_idx] += config.gamma / (1.0 - config.gamma) * r_abs
+        if config.reward_norm:  # before the bootstrap: V already lives on the normalised scale
+            ret_std.update(reward, buf.episode_starts, config.gamma)
+            reward = reward / ret_std.std
         if recorder.truncated:  # time limit: bootstrap, the episode would have gone on
             final_obs = np.stack([o for _, _, o in recorder.truncated]).astype(np.float32)
             with torch.no_grad():
                 v_final = model.policy.predict_values(obs_as_tensor(final_obs, model.device)).cpu().numpy()[:, 0]
             for (step, env_idx, _), v in zip(recorder.truncated, v_final):
                 reward[step, env_idx] += config.gamma * v
-        if config.reward_norm:
-            ret_std.update(reward, buf.episode_starts, config.gamma)
-            reward = reward / ret_std.std
         buf.rewards[:] = reward
         with torch.no_grad():
             last_values = model.policy.predict_values(obs_as_tensor(model._last_obs, model.device))
