@@ -62,8 +62,6 @@ def _cmd_train(args: argparse.Namespace) -> None:
         task_filter=args.task_filter,
         sim=args.sim,
     )
-    if args.resume and not args.demos:
-        config.demos = "(from checkpoint)"
     try:
         run_dir = train(config, resume=args.resume, progress=not args.quiet, steps=args.steps)
     except TrainingDiverged as exc:
@@ -101,14 +99,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def _cmd_replay(args: argparse.Namespace) -> None:
+    from drive_drail.atomic import atomic_path
     from drive_drail.deploy.runtime import load_policy
     from drive_drail.evaluate.policies import resolve_artifact
     from drive_drail.sim.scenario_replay import metrics_table, replay_evaluate
 
     policy = load_policy(resolve_artifact(args.policy))
     table = metrics_table(replay_evaluate(policy.act, args.folder, max_steps=args.max_steps))
-    from drive_drail.atomic import atomic_path
-
     with atomic_path(args.output) as tmp:
         table.to_csv(tmp, index=False)
     print(table.to_string(index=False, max_cols=12))
