@@ -15,6 +15,7 @@ from drive_drail.models.diffusion_discriminator import (
     DiffusionDiscriminatorConfig,
     add_noise,
     alpha_bar_from_betas,
+    bce_on_logits,
     cosine_beta_schedule,
     sample_mirrored_timesteps,
 )
@@ -145,6 +146,33 @@ def test_one_bce_step_moves_label_losses_the_right_way(target):
         after_pos, after_neg = disc.label_losses(x0, t, eps)
     gap_change = (after_neg - after_pos).mean() - (before_neg - before_pos).mean()
     assert sign * gap_change > 0
+
+
+def test_weighted_bce_counts_a_pair_as_its_weight_in_copies():
+    """An agent pair of weight k contributes exactly as k copies of it would (the absorbing state's
+    discounted visits); unit weights are the plain Eq. 3."""
+    gen = torch.Generator().manual_seed(0)
+    logit_expert, logit_agent = torch.randn(8, generator=gen), torch.randn(5, generator=gen)
+    weight = torch.tensor([1.0, 1.0, 1.0, 1.0, 3.0])
+    copies = torch.cat([logit_agent, logit_agent[-1:].expand(2)])
+    assert torch.allclose(bce_on_logits(logit_expert, logit_agent, weight), bce_on_logits(logit_expert, copies))
+    assert torch.allclose(bce_on_logits(logit_expert, logit_agent, torch.ones(5)), bce_on_logits(logit_expert, logit_agent))
+
+
+def test_weighted_agent_pairs_are_pushed_harder_toward_fake(toy):
+    """The same rare agent pair, weighted 50x, ends with a lower D than unweighted after the same updates."""
+    rare_obs, rare_act = np.full((1, 1), 2.5, np.float32), np.full((1, 1), -0.5, np.float32)  # between the modes
+    agent_obs = np.concatenate([toy["agent"][0][:255], rare_obs])
+    agent_act = np.concatenate([toy["agent"][1][:255], rare_act])
+    rewards = {}
+    for w in (1.0, 50.0):
+        disc = DiffusionDiscriminator(1, 1, SMALL, seed=0)
+        weight = np.ones(256, np.float32)
+        weight[-1] = w
+        for _ in range(30):
+            disc.update(*toy["expert"], agent_obs, agent_act, weight)
+        rewards[w] = disc.reward(np.repeat(rare_obs, 512, 0), np.repeat(rare_act, 512, 0), seed=0).mean()
+    assert rewards[50.0] < rewards[1.0]
 
 
 # ---------------------------------------------------------------- training and Eq. 4

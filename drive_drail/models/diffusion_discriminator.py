@@ -287,15 +287,21 @@ def check_finite(loss: torch.Tensor, n_update: int, name: str) -> None:
         )
 
 
-def bce_on_logits(logit_expert: torch.Tensor, logit_agent: torch.Tensor) -> torch.Tensor:
+def bce_on_logits(
+    logit_expert: torch.Tensor, logit_agent: torch.Tensor, agent_weight: torch.Tensor | None = None
+) -> torch.Tensor:
     """Eq. 3: ``L_D = E_expert[-log D] + E_agent[-log(1 - D)]`` with ``D = sigmoid(logit)``.
 
     Computed from logits (``binary_cross_entropy_with_logits``), which is exact and never
     takes the log of a saturated sigmoid. (The published agent term ``-log D`` is a typo.)
+    ``agent_weight [B]`` (optional) makes ``E_agent`` a weighted mean, ``sum(w l) / sum(w)``:
+    how the trainer gives an absorbing state the discounted visits it stands for.
     """
-    return F.binary_cross_entropy_with_logits(
-        logit_expert, torch.ones_like(logit_expert)
-    ) + F.binary_cross_entropy_with_logits(logit_agent, torch.zeros_like(logit_agent))
+    expert_term = F.binary_cross_entropy_with_logits(logit_expert, torch.ones_like(logit_expert))
+    agent_bce = F.binary_cross_entropy_with_logits(logit_agent, torch.zeros_like(logit_agent), reduction="none")
+    if agent_weight is None:
+        return expert_term + agent_bce.mean()
+    return expert_term + (agent_weight * agent_bce).sum() / agent_weight.sum()
 
 
 class MetricMeans:
@@ -322,9 +328,11 @@ class MetricMeans:
 
 
 MinibatchLoss = Callable[
-    [torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, "torch.Tensor | Callable[[], torch.Tensor]"]
+    [torch.Tensor, torch.Tensor, "torch.Tensor | None"],
+    tuple[torch.Tensor, torch.Tensor, "torch.Tensor | Callable[[], torch.Tensor]"],
 ]
-"""``(expert_batch [b, x_dim], agent_batch [b, x_dim]) -> (loss, d_expert [b], d_agent [b])``. ``d_agent``
+"""``(expert_batch [b, x_dim], agent_batch [b, x_dim], agent_weight [b] or None) -> (loss, d_expert [b],
+d_agent [b])``. ``d_agent``
 may be a zero-argument function instead, called under ``no_grad`` AFTER the optimiser step
 (for agent scores that are only a metric, as in the DiffAIL-style baseline)."""
 
@@ -362,10 +370,15 @@ class TrainableDiscriminator:
         return state_action_pairs(obs, act, self.obs_dim, self.act_dim, self.device)
 
     def fit_minibatches(
-        self, expert_x: torch.Tensor, agent_x: torch.Tensor, minibatch_loss: MinibatchLoss
+        self,
+        expert_x: torch.Tensor,
+        agent_x: torch.Tensor,
+        minibatch_loss: MinibatchLoss,
+        agent_weight: np.ndarray | torch.Tensor | None = None,
     ) -> dict[str, float]:
         """One Adam step on ``minibatch_loss`` per :func:`minibatch_indices` minibatch of the
-        expert pairs ``expert_x [N_e, x_dim]`` and the agent pairs ``agent_x [N_a, x_dim]``.
+        expert pairs ``expert_x [N_e, x_dim]`` and the agent pairs ``agent_x [N_a, x_dim]``
+        (weighted by ``agent_weight [N_a]`` in the BCE, when given).
 
         Returns the ``disc/`` metrics averaged over the minibatches, plus ``disc/n_updates``.
 
@@ -373,10 +386,17 @@ class TrainableDiscriminator:
             FloatingPointError: when a minibatch loss is NaN or inf.
         """
         metrics = MetricMeans()
+        weight = None
+        if agent_weight is not None:
+            weight = torch.as_tensor(np.asarray(agent_weight, dtype=np.float32), device=self.device)
+            if weight.shape != (len(agent_x),):
+                raise ValueError(f"agent_weight: expected shape [{len(agent_x)}], got {list(weight.shape)}")
         for expert_idx, agent_idx in minibatch_indices(
             len(expert_x), len(agent_x), self.config.batch_size, self.config.epochs, self.shuffle_generator
         ):
-            loss, d_expert, d_agent = minibatch_loss(expert_x[expert_idx], agent_x[agent_idx])
+            loss, d_expert, d_agent = minibatch_loss(
+                expert_x[expert_idx], agent_x[agent_idx], None if weight is None else weight[agent_idx]
+            )
             check_finite(loss, self.n_updates, self.name)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -588,12 +608,14 @@ class DiffusionDiscriminator(TrainableDiscriminator):
         expert_act: np.ndarray | torch.Tensor,
         agent_obs: np.ndarray | torch.Tensor,
         agent_act: np.ndarray | torch.Tensor,
+        agent_weight: np.ndarray | None = None,
     ) -> dict[str, float]:
         """Train phi on Eq. 3 for ``config.epochs`` passes over the agent pairs.
 
         Args:
             expert_obs ``[N_e, obs_dim]``, expert_act ``[N_e, act_dim]``: the expert data set.
             agent_obs ``[N_a, obs_dim]``, agent_act ``[N_a, act_dim]``: the latest rollout.
+            agent_weight ``[N_a]``: optional BCE weight per agent pair (default 1).
 
         Returns:
             Means over the minibatches: ``disc/loss`` (Eq. 3), ``disc/d_expert``, ``disc/d_agent``,
@@ -605,15 +627,17 @@ class DiffusionDiscriminator(TrainableDiscriminator):
         self.net.train()
         expert_x, agent_x = self.pairs(expert_obs, expert_act), self.pairs(agent_obs, agent_act)
 
-        def minibatch_loss(expert_batch: torch.Tensor, agent_batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        def minibatch_loss(
+            expert_batch: torch.Tensor, agent_batch: torch.Tensor, weight: torch.Tensor | None
+        ) -> tuple[torch.Tensor, ...]:
             # Eq. 1 + 2: per-pair logits L- - L+ (D = sigmoid(logit)), one (t, eps) per pair
             logit_expert = self.logit_from_losses(*self.expected_losses(expert_batch, self.noise_generator))
             logit_agent = self.logit_from_losses(*self.expected_losses(agent_batch, self.noise_generator))
             # Eq. 3: BCE, expert -> 1, agent -> 0; drives L+ down / L- up on expert pairs and the reverse on agent pairs
-            loss = bce_on_logits(logit_expert, logit_agent)
+            loss = bce_on_logits(logit_expert, logit_agent, weight)
             return loss, torch.sigmoid(logit_expert.detach()), torch.sigmoid(logit_agent.detach())
 
-        return self.fit_minibatches(expert_x, agent_x, minibatch_loss)
+        return self.fit_minibatches(expert_x, agent_x, minibatch_loss, agent_weight)
 
     # ------------------------------------------------------------------ Eq. 4: reward
     @torch.inference_mode()

@@ -54,9 +54,15 @@ class Discriminator(Protocol):
     """The algo name: "drail", "drail-un", "gail" or "diffail"."""
 
     def update(
-        self, expert_obs: ArrayLike, expert_act: ArrayLike, agent_obs: ArrayLike, agent_act: ArrayLike
+        self,
+        expert_obs: ArrayLike,
+        expert_act: ArrayLike,
+        agent_obs: ArrayLike,
+        agent_act: ArrayLike,
+        agent_weight: np.ndarray | None = None,
     ) -> dict[str, float]:
-        """Train on expert vs agent pairs; return ``disc/`` metrics (means over minibatches)."""
+        """Train on expert vs agent pairs (agent pairs weighted by ``agent_weight [N_a]`` where the
+        loss is a BCE); return ``disc/`` metrics (means over minibatches)."""
         ...
 
     def reward(self, obs: ArrayLike, act: ArrayLike) -> np.ndarray:
@@ -148,18 +154,25 @@ class GAILDiscriminator(TrainableDiscriminator):
         return self.net(self.pairs(obs, act)).squeeze(-1)
 
     def update(
-        self, expert_obs: ArrayLike, expert_act: ArrayLike, agent_obs: ArrayLike, agent_act: ArrayLike
+        self,
+        expert_obs: ArrayLike,
+        expert_act: ArrayLike,
+        agent_obs: ArrayLike,
+        agent_act: ArrayLike,
+        agent_weight: np.ndarray | None = None,
     ) -> dict[str, float]:
         """BCE (Eq. 3 with an MLP logit) for ``config.epochs`` passes over the agent pairs."""
         expert_x, agent_x = self.pairs(expert_obs, expert_act), self.pairs(agent_obs, agent_act)
 
-        def minibatch_loss(expert_batch: torch.Tensor, agent_batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        def minibatch_loss(
+            expert_batch: torch.Tensor, agent_batch: torch.Tensor, weight: torch.Tensor | None
+        ) -> tuple[torch.Tensor, ...]:
             logit_expert = self.net(expert_batch).squeeze(-1)
             logit_agent = self.net(agent_batch).squeeze(-1)
-            loss = bce_on_logits(logit_expert, logit_agent)
+            loss = bce_on_logits(logit_expert, logit_agent, weight)
             return loss, torch.sigmoid(logit_expert.detach()), torch.sigmoid(logit_agent.detach())
 
-        return self.fit_minibatches(expert_x, agent_x, minibatch_loss)
+        return self.fit_minibatches(expert_x, agent_x, minibatch_loss, agent_weight)
 
     @torch.inference_mode()
     def reward(self, obs: ArrayLike, act: ArrayLike) -> np.ndarray:
@@ -222,14 +235,20 @@ class DiffAILDiscriminator(TrainableDiscriminator):
         return total / n_samples
 
     def update(
-        self, expert_obs: ArrayLike, expert_act: ArrayLike, agent_obs: ArrayLike, agent_act: ArrayLike
+        self,
+        expert_obs: ArrayLike,
+        expert_act: ArrayLike,
+        agent_obs: ArrayLike,
+        agent_act: ArrayLike,
+        agent_weight: np.ndarray | None = None,
     ) -> dict[str, float]:
         """Fit the expert distribution: minibatches as the adversarial discriminators use
         (``config.epochs`` passes over the agent pairs' count), loss = mean expert ``L_diff``.
-        ``disc/loss`` is that diffusion loss; D metrics use ``D = exp(-L)``."""
+        ``disc/loss`` is that diffusion loss; D metrics use ``D = exp(-L)``. Agent pairs are
+        never trained on, so ``agent_weight`` does not apply."""
         expert_x, agent_x = self.pairs(expert_obs, expert_act), self.pairs(agent_obs, agent_act)
 
-        def minibatch_loss(expert_batch: torch.Tensor, agent_batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        def minibatch_loss(expert_batch: torch.Tensor, agent_batch: torch.Tensor, _weight) -> tuple[torch.Tensor, ...]:
             l_expert = self.diffusion_loss(expert_batch, self.noise_generator)
 
             def d_agent() -> torch.Tensor:  # a metric only: scored after the step, without gradient

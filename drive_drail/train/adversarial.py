@@ -15,7 +15,8 @@ Terminations are handled on purpose (METHOD.md pitfalls):
 * a failure (crash, off-road) terminates into an ABSORBING state (DAC, Kostrikov et al. 2019): the
   discriminator sees absorbing pairs (flag 1) among the agent data, never in the expert
   data, and the terminal step earns ``r(s, a) + gamma / (1 - gamma) * r(absorbing)``, the
-  return of looping in that state forever. So ending an episode is priced by the
+  return of looping in that state forever. The absorbing pairs weigh ``gamma / (1 - gamma)``
+  each in the discriminator's BCE, their share of the agent's discounted occupancy. So ending an episode is priced by the
   discriminator rather than by the sign of the reward. A termination at the goal (merge)
   ends the return there, without the absorbing term: expert episodes end that way too.
 """
@@ -46,6 +47,10 @@ from drive_drail.train.config import TrainConfig
 from drive_drail.train.demos import Demos, load_demos
 from drive_drail.train.envs import make_vec_env
 from drive_drail.train.metrics import MetricsLog
+
+
+ABSORBING_REWARD_SAMPLES = 1024
+"""Draws averaged for the absorbing state's reward (a diffusion reward is a one-sample estimate)."""
 
 
 class TrainingDiverged(RuntimeError):
@@ -223,18 +228,24 @@ def _train_loop(config, run_dir, env, demos: Demos, expert_obs, expert_act, resu
 
         # 2. Update phi with the gradient of L_D: expert batch vs agent batch (Eq. 3).
         disc_agent_obs = _with_flag(agent_obs, 0.0) if config.absorbing else agent_obs
-        a_obs, a_act = disc_agent_obs, agent_act
+        a_obs, a_act, a_weight = disc_agent_obs, agent_act, None
         n_abs = len(recorder.terminated) if config.absorbing else 0
         if n_abs:
+            # A failure leads to the absorbing state forever: gamma / (1 - gamma) discounted visits
+            # in the agent's occupancy measure, the same factor its reward is paid with below.
             a_obs = np.concatenate([a_obs, np.repeat(absorbing_obs, n_abs, axis=0)])
             a_act = np.concatenate([a_act, np.repeat(absorbing_act, n_abs, axis=0)])
-        row.update(disc.update(disc_expert_obs, expert_act, a_obs, a_act))  # keys already carry "disc/"
+            a_weight = np.ones(len(a_obs), np.float32)
+            a_weight[-n_abs:] = config.gamma / (1.0 - config.gamma)
+        row.update(disc.update(disc_expert_obs, expert_act, a_obs, a_act, a_weight))  # keys already carry "disc/"
 
         # 3. Relabel the collected transitions with r_phi = log D - log(1 - D) (Eq. 4).
         reward = disc.reward(disc_agent_obs, agent_act).reshape(n_steps, n_envs).astype(np.float32)
         row["charts/reward_mean"], row["charts/reward_std"] = float(reward.mean()), float(reward.std())
         if n_abs:
-            r_abs = float(disc.reward(absorbing_obs, absorbing_act)[0])
+            # Paid ~1/(1 - gamma) times: averaged over many (t, eps) draws, not one noisy sample.
+            r_abs = float(disc.reward(np.repeat(absorbing_obs, ABSORBING_REWARD_SAMPLES, 0),
+                                      np.repeat(absorbing_act, ABSORBING_REWARD_SAMPLES, 0)).mean())
             row["charts/reward_absorbing"] = r_abs
             for step, env_idx in recorder.terminated:
                 reward[step, env_idx] += config.gamma / (1.0 - config.gamma) * r_abs
