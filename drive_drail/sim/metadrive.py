@@ -23,9 +23,17 @@ is its navigation's current lane (the ego's lies on its route).
 Actions (:func:`physical_to_metadrive`, :func:`metadrive_to_physical`). MetaDrive's
 action is ``[steering, throttle_brake]`` in [-1, 1]^2 (``BaseVehicle._set_action``):
 
-- the front wheels turn by ``steering * max_steering`` (the vehicle config's
-  ``max_steering``, in degrees, 40 for the default car), + = left; so
-  ``steering = steer_rad / radians(max_steering)``;
+- the front wheels turn by ``delta_md = steering * max_steering`` (the vehicle config's
+  ``max_steering``, in degrees, 40 for the default car), + = left. The spec's ``steer_rad`` is
+  the front-wheel angle of highway-env's bicycle model, whose reference point is the centre of
+  a car of wheelbase = its length L: yaw rate ``v sin(beta) / (L / 2)`` with
+  ``beta = arctan(tan(steer_rad) / 2)``. MetaDrive's car turns on its real, shorter wheelbase
+  ``W`` (front + rear, 2.47 m against L = 4.52 m), yaw rate ``v tan(delta_md) / W``, so the same
+  wheel angle turns it ~1.8x faster. The map equates the two yaw rates:
+  ``tan(delta_md) = (2 W / L) sin(beta)`` (:func:`spec_to_wheel_rad`), and back
+  (:func:`wheel_to_spec_rad`). Measured, the car then turns at 0.95-0.98 of the spec's rate at
+  5-20 m/s (the tyres' understeer), so logs converted with the spec's model recover the
+  applied steering;
 - ``throttle_brake > 0`` applies an engine force ``throttle_brake * max_engine_force`` [N]
   at each of the 4 wheels: ``accel = throttle_brake * 4 * max_engine_force / mass``
   (2.73 to 3.09 m/s^2 at full throttle for the default car, whose engine force is drawn
@@ -123,7 +131,11 @@ class VehicleLimits:
     """The ego's physical limits, from its MetaDrive config (see the module docstring)."""
 
     max_steering_rad: float
-    """Front-wheel angle at ``steering = 1`` [rad]."""
+    """MetaDrive front-wheel angle at ``steering = 1`` [rad]."""
+    wheelbase_m: float
+    """Front + rear wheelbase of the MetaDrive car [m]."""
+    length_m: float
+    """Car length [m]: the wheelbase of the spec's (highway-env's) bicycle model."""
     max_accel_mps2: float
     """Acceleration at full throttle, ``4 * max_engine_force / mass`` [m/s^2]."""
     max_brake_mps2: float
@@ -140,6 +152,8 @@ class VehicleLimits:
         mass = float(c["mass"]) if c["mass"] else float(vehicle.MASS)
         return cls(
             max_steering_rad=math.radians(float(vehicle.max_steering)),
+            wheelbase_m=float(vehicle.FRONT_WHEELBASE + vehicle.REAR_WHEELBASE),
+            length_m=float(vehicle.LENGTH),
             max_accel_mps2=WHEELS * float(c["max_engine_force"]) / mass,
             max_brake_mps2=WHEELS * float(c["max_brake_force"]) / (mass * physics_dt_s),
             coast_mps2=WHEELS * ROLLING_BRAKE / (mass * physics_dt_s),
@@ -147,11 +161,30 @@ class VehicleLimits:
         )
 
 
+    @property
+    def max_spec_steer_rad(self) -> float:
+        """The spec steering angle at MetaDrive's full lock [rad]."""
+        return float(wheel_to_spec_rad(self.max_steering_rad, self))
+
+
+def spec_to_wheel_rad(steer_rad: np.ndarray, limits: VehicleLimits) -> np.ndarray:
+    """Spec steering (bicycle model on wheelbase L) -> MetaDrive front-wheel angle with the same yaw rate [rad]."""
+    sin_beta = np.sin(np.arctan(0.5 * np.tan(steer_rad)))
+    return np.arctan(2.0 * limits.wheelbase_m / limits.length_m * sin_beta)
+
+
+def wheel_to_spec_rad(wheel_rad: np.ndarray, limits: VehicleLimits) -> np.ndarray:
+    """Inverse of :func:`spec_to_wheel_rad` (the wheel angle is within MetaDrive's lock, so ``|sin(beta)| < 1``)."""
+    sin_beta = np.clip(limits.length_m * np.tan(wheel_rad) / (2.0 * limits.wheelbase_m), -1.0 + 1e-12, 1.0 - 1e-12)
+    return np.arctan(2.0 * np.tan(np.arcsin(sin_beta)))
+
+
 def physical_to_metadrive(action_physical: np.ndarray, limits: VehicleLimits) -> np.ndarray:
     """``[accel_mps2, steer_rad]`` -> MetaDrive ``[steering, throttle_brake]``, clipped to [-1, 1]. Shape ``[..., 2]``."""
     a = np.asarray(action_physical, dtype=np.float64)
     accel, steer = a[..., 0], a[..., 1]
-    steering = np.clip(steer / limits.max_steering_rad, -1.0, 1.0)
+    steer = np.clip(steer, -limits.max_spec_steer_rad, limits.max_spec_steer_rad)  # full lock (< pi/2, where tan turns)
+    steering = np.clip(spec_to_wheel_rad(steer, limits) / limits.max_steering_rad, -1.0, 1.0)
     throttle = accel / limits.max_accel_mps2
     brake = np.minimum(accel / limits.max_brake_mps2, -NO_BRAKE_EPS)  # accel == 0 -> no brake, not coasting
     throttle_brake = np.clip(np.where(accel > 0.0, throttle, brake), -1.0, 1.0)
@@ -163,7 +196,7 @@ def metadrive_to_physical(action_metadrive: np.ndarray, limits: VehicleLimits) -
     m = np.clip(np.asarray(action_metadrive, dtype=np.float64), -1.0, 1.0)
     steering, tb = m[..., 0], m[..., 1]
     accel = np.where(tb > 0.0, tb * limits.max_accel_mps2, np.where(tb < 0.0, tb * limits.max_brake_mps2, -limits.coast_mps2))
-    return np.stack([accel, steering * limits.max_steering_rad], axis=-1)
+    return np.stack([accel, wheel_to_spec_rad(steering * limits.max_steering_rad, limits)], axis=-1)
 
 
 def spec_unit_to_metadrive(action_unit: np.ndarray, limits: VehicleLimits) -> np.ndarray:
