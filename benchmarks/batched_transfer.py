@@ -16,28 +16,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
-
-def batched_scores(scenario, actor, episodes: int) -> dict:
-    """First episode of each of ``episodes`` scenes on the held-out seeds, in the batched simulator."""
-    from drive_drail.sim.batched.env import BatchedHighwayEnv
-
-    env = BatchedHighwayEnv(scenario, episodes, split="eval")
-    obs, _ = env.reset(seeds=np.asarray(scenario.eval_seeds[:episodes]))
-    finished = np.zeros(episodes, dtype=bool)
-    success = np.zeros(episodes, dtype=bool)
-    collision = np.zeros(episodes, dtype=bool)
-    while not finished.all():
-        r = env.step(actor.act(np.asarray(obs, dtype=np.float32)))
-        newly = r.done & ~finished
-        if newly.any():
-            success[newly] = np.asarray(r.info["success"])[newly]
-            collision[newly] = np.asarray(r.info["crashed"])[newly]
-            finished |= r.done
-        obs = r.obs
-    return {"success": float(success.mean()), "collision": float(collision.mean())}
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -48,6 +26,7 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 
+    from drive_drail.evaluate.batched import score_in_batched_sim
     from drive_drail.evaluate.runner import evaluate
     from drive_drail.models.policy import DeterministicActor
     from drive_drail.pairs.convert import ConvertConfig, convert_file
@@ -66,7 +45,8 @@ def main() -> None:
                 progress=False)
     train_s = time.time() - t0
     actor = DeterministicActor.load(run / "actor.pt")
-    batched = batched_scores(scenario, actor, args.episodes)
+    outcome = score_in_batched_sim(scenario, actor.act, list(scenario.eval_seeds[: args.episodes]))
+    batched = {"success": float(outcome["success"].mean()), "collision": float(outcome["collision"].mean())}
     table = evaluate([f"drail={run}"], scenario, episodes=args.episodes, split="eval", workers=2, reference=False)
     highway = {"success": float(table.success.mean()), "collision": float(table.collision.mean())}
     print(json.dumps({
