@@ -1,6 +1,10 @@
 """DRAIL reward throughput: fused scoring (c+ and c- in ONE pass sharing t, eps) versus two
 separate passes with their own t and eps (the public implementation's way).
 
+Two network designs: the label concatenated to the input (METHOD.md's, the default), and the
+label as a FiLM of the last hidden layer (``label_injection="film"``), whose fused pass runs
+the label-free trunk once for both labels.
+
 Both paths score the same weights on the same pairs, ``[batch, OBS_DIM + 2]``, with the
 default network. Times are medians over repeats after a warm-up, all inside one run.
 Prints JSON only:
@@ -51,9 +55,11 @@ def main() -> None:
             device=args.device, scoring="unshared", chunk_size=args.batch
         ),
     }
+    configs["film_fused"] = DiffusionDiscriminatorConfig(device=args.device, label_injection="film")
+    configs["film_unshared"] = DiffusionDiscriminatorConfig(device=args.device, label_injection="film", scoring="unshared")
     discs = {name: DiffusionDiscriminator(obs_dim, act_dim, cfg, seed=0) for name, cfg in configs.items()}
-    for disc in discs.values():
-        disc.load_state_dict(discs["fused"].state_dict())  # identical weights everywhere
+    for name, disc in discs.items():  # identical weights within each network design
+        disc.load_state_dict(discs["film_fused" if name.startswith("film") else "fused"].state_dict())
 
     rng = np.random.default_rng(0)
     obs = rng.standard_normal((args.batch, obs_dim)).astype(np.float32)
@@ -74,7 +80,7 @@ def main() -> None:
         return lambda: disc.reward(obs, act)
 
     jobs = {f"pass/{name}": score(disc) for name, disc in discs.items()}
-    jobs.update({f"reward/{name}": reward(discs[name]) for name in ("fused", "unshared")})
+    jobs.update({f"reward/{name}": reward(discs[name]) for name in ("fused", "unshared", "film_fused", "film_unshared")})
     for job in jobs.values():
         for _ in range(args.warmup):
             job()
@@ -117,6 +123,14 @@ def main() -> None:
             "unshared_two_pass_pairs_per_s": args.batch / med["reward/unshared"],
             "ratio_fused_over_unshared": ratio("reward/unshared", "reward/fused"),
             "fused_ms_per_call": 1e3 * med["reward/fused"],
+        },
+        "film_label_injection": {
+            "note": "label as a FiLM of the last hidden layer: the fused pass runs the label-free trunk once",
+            "fused_pairs_per_s": args.batch / med["pass/film_fused"],
+            "unshared_two_pass_pairs_per_s": args.batch / med["pass/film_unshared"],
+            "ratio_fused_over_unshared": ratio("pass/film_unshared", "pass/film_fused"),
+            "reward_ratio_fused_over_unshared": ratio("reward/film_unshared", "reward/film_fused"),
+            "ratio_over_input_label_fused": ratio("pass/fused", "pass/film_fused"),
         },
         "target_ratio": 1.8,
         "timing": {"warmup": args.warmup, "repeats": args.repeats, "order": "round-robin", "statistic": "median"},

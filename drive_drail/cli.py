@@ -59,6 +59,11 @@ def _cmd_train(args: argparse.Namespace) -> None:
         bc_warm_start=not args.no_bc_warm_start,
         bc_epochs=args.bc_epochs,
         fused=not args.unshared,
+        label_injection=args.label_injection,
+        batch_size=args.ppo_batch,
+        ppo_epochs=args.ppo_epochs,
+        disc_epochs=args.disc_epochs,
+        disc_batch=args.disc_batch,
         task_filter=args.task_filter,
         sim=args.sim,
     )
@@ -169,7 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-steps", type=int, default=256, help="rollout steps per worker per iteration (default 256)")
     p.add_argument("--bc-epochs", type=int, default=30, help="behaviour-cloning epochs (default 30)")
     p.add_argument("--no-bc-warm-start", action="store_true", help="start PPO from a random policy")
+    p.add_argument("--ppo-batch", type=int, default=128, help="PPO minibatch size (default 128)")
+    p.add_argument("--ppo-epochs", type=int, default=10, help="PPO epochs per iteration (default 10)")
+    p.add_argument("--disc-epochs", type=int, default=5, help="discriminator passes over each rollout (default 5)")
+    p.add_argument("--disc-batch", type=int, default=128, help="discriminator minibatch, expert and agent each (default 128)")
     p.add_argument("--unshared", action="store_true", help="DRAIL: score the two labels with their own t and eps")
+    p.add_argument("--label-injection", choices=["input", "film"], default="input",
+                   help="DRAIL: the label joins the input (default, METHOD.md) or scales the last hidden layer (film: cheaper fused scoring)")
     p.add_argument("--task-filter", action="store_true", help="train only on pairs labelled with the scenario's manoeuvre")
     p.add_argument("--out", help="run folder (default runs/SCENARIO-ALGO-sSEED)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")

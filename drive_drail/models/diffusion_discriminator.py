@@ -109,7 +109,13 @@ class DiffusionDiscriminatorConfig:
     time_embed_dim: int = 64
     """Number of sinusoidal features of t that the learned time embedding maps from."""
     label_dim: int = 10
-    """Size of the label vector concatenated to x_t: all ones = c+ (real), all zeros = c- (fake)."""
+    """Size of the label vector: all ones = c+ (real), all zeros = c- (fake)."""
+    label_injection: str = "input"
+    """Where the label enters eps_phi. "input": concatenated to x_t (METHOD.md, the public
+    implementation). "film": a learned per-label scale and shift of the LAST hidden layer's
+    pre-activation (FiLM), so everything before it is label-free and the fused pass computes it
+    once for both labels: ~1.6-1.8x cheaper to score both labels on CPU, where compute, not
+    launches, is the cost."""
     scoring: str = "fused"
     """"fused": c+ and c- in ONE forward pass sharing t and eps; "unshared": two passes, each
     with its own t and eps (the public implementation's way). Used in training and reward."""
@@ -138,6 +144,7 @@ class DiffusionDiscriminatorConfig:
             "n_timesteps": self.n_timesteps >= 2,
             "time_embed_dim": self.time_embed_dim >= 2 and self.time_embed_dim % 2 == 0,
             "label_dim": self.label_dim >= 1,
+            "label_injection": self.label_injection in ("input", "film"),
             "scoring": self.scoring in ("fused", "unshared"),
             "lr": self.lr > 0,
             "epochs": self.epochs >= 1,
@@ -155,6 +162,10 @@ class NoisePredictor(nn.Module):
     """``eps_phi(x_t, t | c)``: an MLP predicting the noise in ``x_t``.
 
     input ``concat(x_t, c)`` -> [Linear -> + e_l(t) -> act] x n_hidden_layers -> Linear -> eps_hat
+
+    With ``label_injection="film"`` the input is ``x_t`` alone and the label acts on the last
+    hidden layer instead: ``act(pre * (1 + gamma(c)) + beta(c))`` with ``[gamma, beta] = W_c c + b_c``,
+    initialised to zero so both labels start equal (D = 1/2).
 
     The time embedding ``e_l(t)`` is learned per hidden layer and ADDED after the layer's
     affine map (a time-dependent bias before the activation): ``e(t) = W_t phi(t) + b_t``
@@ -175,7 +186,12 @@ class NoisePredictor(nn.Module):
         half = config.time_embed_dim // 2
         self.register_buffer("time_frequencies", torch.exp(-math.log(10_000.0) * torch.arange(half) / half))
         self.time_embedding = nn.Linear(config.time_embed_dim, config.n_hidden_layers * config.hidden_dim)
-        self.input_layer = nn.Linear(x_dim + label_dim, config.hidden_dim)
+        self.film = label_dim > 0 and config.label_injection == "film"
+        self.input_layer = nn.Linear(x_dim + (0 if self.film else label_dim), config.hidden_dim)
+        if self.film:
+            self.label_film = nn.Linear(label_dim, 2 * config.hidden_dim)
+            nn.init.zeros_(self.label_film.weight)
+            nn.init.zeros_(self.label_film.bias)
         self.hidden_layers = nn.ModuleList(
             nn.Linear(config.hidden_dim, config.hidden_dim) for _ in range(config.n_hidden_layers - 1)
         )
@@ -187,18 +203,31 @@ class NoisePredictor(nn.Module):
         phi_t = torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)  # [B, time_embed_dim]
         return self.time_embedding(phi_t).view(-1, self.n_hidden_layers, self.hidden_dim).transpose(0, 1)
 
-    def trunk(self, h: torch.Tensor, time_emb: torch.Tensor) -> torch.Tensor:
+    def trunk(
+        self, h: torch.Tensor, time_emb: torch.Tensor, film: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """Hidden stack from the first layer's pre-activation ``h [..., B, H]`` -> eps_hat ``[..., B, x_dim]``.
 
-        ``time_emb [n_hidden_layers, B, H]`` broadcasts over any leading dims of ``h``.
+        ``time_emb [n_hidden_layers, B, H]`` broadcasts over any leading dims of ``h``;
+        ``film = (scale, shift)`` multiplies and shifts the last hidden pre-activation (broadcast:
+        ``[2, 1, H]`` turns a shared ``[B, H]`` into the two labels' ``[2, B, H]``).
         """
-        h = self.activation(h + time_emb[0])
+        pre = h + time_emb[0]
         for layer, emb in zip(self.hidden_layers, time_emb[1:]):
-            h = self.activation(layer(h) + emb)
-        return self.output_layer(h)
+            pre = layer(self.activation(pre)) + emb
+        if film is not None:
+            pre = torch.addcmul(film[1], pre, film[0])
+        return self.output_layer(self.activation(pre))
+
+    def film_of(self, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``label [..., label_dim]`` -> FiLM ``(1 + gamma, beta)``, each ``[..., H]``."""
+        gamma, beta = self.label_film(label).chunk(2, dim=-1)
+        return 1.0 + gamma, beta
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
         """One label per pass: ``x_t [B, x_dim]``, ``t [B]``, ``label [B, label_dim]`` -> ``[B, x_dim]``."""
+        if self.film:
+            return self.trunk(self.input_layer(x_t), self.embed_time(t), self.film_of(label))
         inputs = x_t if self.label_dim == 0 else torch.cat([x_t, label], dim=-1)
         return self.trunk(self.input_layer(inputs), self.embed_time(t))
 
@@ -212,9 +241,15 @@ class NoisePredictor(nn.Module):
         is one constant vector per label), the time embedding is computed once for both, and
         the rest of the stack runs the two labels as ONE ``[2, B, H]`` batch (one matmul per layer).
 
+        With FiLM, everything before the last hidden activation is label-free: it runs once on
+        ``[B, H]`` and only the FiLM, the activation and the output layer see ``[2, B, H]``.
+
         Args:
             label_pos, label_neg: ``[label_dim]`` label vectors c+ and c-.
         """
+        if self.film:
+            scale, shift = self.film_of(torch.stack([label_pos, label_neg]).unsqueeze(1))  # [2, 1, H] each
+            return self.trunk(self.input_layer(x_t), self.embed_time(t), (scale, shift))
         weight_x, weight_c = self.input_layer.weight.split([self.x_dim, self.label_dim], dim=1)
         h_x = F.linear(x_t, weight_x, self.input_layer.bias)  # [B, H], shared by both labels
         h = torch.stack([h_x + weight_c @ label_pos, h_x + weight_c @ label_neg])  # [2, B, H]

@@ -186,7 +186,8 @@ def _train_loop(config, run_dir, env, demos: Demos, expert_obs, expert_act, resu
         elif config.algo == "diffail":
             disc_config = {**common, "hidden_dim": config.disc_hidden}
         else:
-            disc_config = {**common, "hidden_dim": config.disc_hidden, "scoring": "fused" if config.fused else "unshared"}
+            disc_config = {**common, "hidden_dim": config.disc_hidden, "scoring": "fused" if config.fused else "unshared",
+                           "label_injection": config.label_injection}
         disc = make_discriminator(config.algo, disc_obs_dim, spec.ACTION_DIM, disc_config, seed=config.seed)
     metrics = MetricsLog(run_dir / "metrics.csv")
     iterations = max(1, config.steps // (config.n_steps * config.n_envs))

@@ -56,6 +56,8 @@ class TrainConfig:
     disc_hidden: int = 256
     fused: bool = True
     """DRAIL: score both labels in one pass sharing t and eps (False: two passes, own t and eps)."""
+    label_injection: str = "input"
+    """DRAIL: "input" (label concatenated to x_t, METHOD.md) or "film" (label scales the last hidden layer)."""
     absorbing: bool = True
     """Treat failure terminations (crash, off-road) as entering an absorbing state whose reward the discriminator learns (DAC)."""
     reward_norm: bool = False
@@ -83,6 +85,8 @@ class TrainConfig:
             raise UserError("--demos: an expert pairs file is required (make one with `drive-drail convert`)")
         if self.sim not in ("adapter", "batched"):
             raise UserError(f"--sim: unknown simulator backend {self.sim!r} (adapter or batched)")
+        if self.label_injection not in ("input", "film"):
+            raise UserError(f"--label-injection: unknown value {self.label_injection!r} (input or film)")
         if self.steps <= 0 or self.n_envs <= 0 or self.n_steps <= 0:
             raise UserError("--steps, --n-envs and --n-steps must be positive")
 
