@@ -328,6 +328,7 @@ class MetaDriveAdapter(gym.Env):
         self.policy_steps = 0
         self.episode_seed: int | None = None
         self.limits: VehicleLimits | None = None
+        self._ego = None
         self.stalled = None
 
     # ---------------------------------------------------------------- MetaDrive access
@@ -343,7 +344,9 @@ class MetaDriveAdapter(gym.Env):
 
     @property
     def ego(self):
-        return self._md.agent
+        """The ego vehicle of this episode (MetaDrive's ``agent``, looked up once per reset: the
+        lookup walks MetaDrive's agent manager and the adapter reads the ego ~10 times a step)."""
+        return self._ego
 
     @property
     def road_network(self):
@@ -373,6 +376,7 @@ class MetaDriveAdapter(gym.Env):
         with state_only_engine():
             self._md.reset(seed=self.episode_seed)
         _ENGINE_OWNER = weakref.ref(self)
+        self._ego = self._md.agent
         self._install_physics_hook()
         self._tracks = {}
         self.limits = VehicleLimits.of(self.ego, self.sim_dt_s)
@@ -392,9 +396,10 @@ class MetaDriveAdapter(gym.Env):
         self._update_task()
 
         crashed, offroad = self._crashed_offroad()
-        terminated = bool(md_terminated or crashed or offroad or self._arrived() or (self.scenario.task == "lane_change" and self._route_completion() >= 1.0))
+        completion = self._route_completion()
+        terminated = bool(md_terminated or crashed or offroad or self._arrived() or (self.scenario.task == "lane_change" and completion >= 1.0))
         truncated = not terminated and self.policy_steps >= self.scenario.max_policy_steps
-        info = self._info(final=terminated or truncated)
+        info = self._info(final=terminated or truncated, outcome=(crashed, offroad, completion))
         return self._observe(), 0.0, terminated, truncated, info
 
     def scene(self) -> spec.Scene:
@@ -542,16 +547,17 @@ class MetaDriveAdapter(gym.Env):
             done = (self._gap_start_m - self._gap_m()) / span if span > 0 else 1.0
         return float(np.clip(done, 0.0, 1.0))
 
-    def _info(self, final: bool) -> dict:
+    def _info(self, final: bool, outcome: tuple[bool, bool, float] | None = None) -> dict:
+        """The shared info keys; ``outcome = (crashed, offroad, route_completion)`` when the caller has them."""
         ego, task = self.ego, self.scenario.task
-        crashed, offroad = self._crashed_offroad()
+        crashed, offroad, completion = outcome or (*self._crashed_offroad(), self._route_completion())
         arrived = self._arrived()
         return base.step_info(
             self.scenario,
             final=final,
             crashed=crashed,
             offroad=offroad,
-            route_completion=self._route_completion(),
+            route_completion=completion,
             speed_mps=float(ego.speed),
             lane_index=int(ego.lane_index[2]),
             time_s=self.policy_steps * self.policy_dt_s,
