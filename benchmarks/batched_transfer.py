@@ -45,10 +45,18 @@ def main() -> None:
                 progress=False)
     train_s = time.time() - t0
     actor = DeterministicActor.load(run / "actor.pt")
-    outcome = score_in_batched_sim(scenario, actor.act, list(scenario.eval_seeds[: args.episodes]))
+    seeds = list(scenario.eval_seeds[: args.episodes])
+    outcome = score_in_batched_sim(scenario, actor.act, seeds)
     batched = {"success": float(outcome["success"].mean()), "collision": float(outcome["collision"].mean())}
+    same_starts = score_in_batched_sim(scenario, actor.act, seeds, highway_starts=True)
     table = evaluate([f"drail={run}"], scenario, episodes=args.episodes, split="eval", workers=2, reference=False)
     highway = {"success": float(table.success.mean()), "collision": float(table.collision.mean())}
+    hw_success = table.sort_values("seed").success.to_numpy(dtype=bool)
+    identical = {
+        "success": float(same_starts["success"].mean()),
+        "collision": float(same_starts["collision"].mean()),
+        "same_outcome_fraction": float((same_starts["success"] == hw_success).mean()),
+    }
     print(json.dumps({
         "benchmark": "batched_transfer",
         "scenario": args.scenario,
@@ -56,6 +64,7 @@ def main() -> None:
         "train_wall_s": round(train_s, 1),
         "episodes": args.episodes,
         "batched": batched,
+        "batched_from_highway_env_starts": identical,
         "highway_env": highway,
         "success_gap_points": round(100 * (batched["success"] - highway["success"]), 1),
         "target_gap_points": 5.0,

@@ -1,7 +1,8 @@
 """Benchmark: what the training loop costs on top of the simulator, and what a 2nd worker buys.
 
 In one run, on one scenario:
-* raw env steps/s: the adapter stepped with random actions in this process;
+* raw env steps/s: the adapter alone in this process, driven by the BC warm-start actor (so
+  episodes end as often as in training), timing only ``step`` and ``reset``;
 * training-loop env steps/s with 1 worker (rollouts + discriminator update + relabel +
   PPO update, all included) -> ratio to raw (target >= 0.85);
 * training-loop env steps/s with 2 workers -> ratio to 1 worker (target >= 1.7).
@@ -21,25 +22,33 @@ from pathlib import Path
 import numpy as np
 
 
-def raw_steps_per_s(scenario_name: str, steps: int) -> float:
+def raw_steps_per_s(scenario_name: str, steps: int, actor_path: Path) -> tuple[float, float]:
+    """Env steps/s of the adapter alone, driven like the training loop drives it: actions come from
+    the BC warm-start actor (the policy training starts from), so episodes end (and reset) as often
+    as in training, but only ``step`` and ``reset`` are timed. Returns (steps/s, mean episode length)."""
+    from drive_drail.models.policy import DeterministicActor
     from drive_drail.scenario import load_scenario
     from drive_drail.sim import make_env
 
+    actor = DeterministicActor.load(actor_path)
     env = make_env(load_scenario(scenario_name), split="train")
-    rng = np.random.default_rng(0)
-    env.reset(seed=0)
-    t0 = time.perf_counter()
+    obs, _ = env.reset(seed=0)
+    timed_s, episodes = 0.0, 0
     for _ in range(steps):
-        _, _, terminated, truncated, _ = env.step(rng.uniform(-0.2, 0.2, 2))
+        action = actor.act(obs)
+        t0 = time.perf_counter()
+        obs, _, terminated, truncated, _ = env.step(action)
         if terminated or truncated:
-            env.reset()
-    rate = steps / (time.perf_counter() - t0)
+            obs, _ = env.reset()
+            episodes += 1
+        timed_s += time.perf_counter() - t0
     env.close()
-    return rate
+    return steps / timed_s, steps / max(episodes, 1)
 
 
-def training_steps_per_s(scenario_name: str, demos: str, steps: int, n_envs: int, out: Path) -> float:
-    """Env steps per second of the whole loop, from the metrics of iterations 2.. (1 is warm-up)."""
+def training_steps_per_s(scenario_name: str, demos: str, steps: int, n_envs: int, out: Path) -> tuple[float, float]:
+    """Env steps per second of the whole loop, from the metrics of iterations 2.. (1 is warm-up),
+    and the mean episode length over the run."""
     import pandas as pd
 
     from drive_drail.train.adversarial import train
@@ -48,7 +57,7 @@ def training_steps_per_s(scenario_name: str, demos: str, steps: int, n_envs: int
     train(TrainConfig(scenario=scenario_name, algo="drail", demos=demos, steps=steps, n_envs=n_envs,
                       n_steps=steps // (4 * n_envs), bc_epochs=1, out=str(out)), progress=False)
     metrics = pd.read_csv(out / "metrics.csv").dropna(subset=["charts/sps"])
-    return float(metrics["charts/sps"].iloc[1:].median())
+    return float(metrics["charts/sps"].iloc[1:].median()), float(metrics["charts/episode_length"].mean())
 
 
 def main() -> None:
@@ -65,13 +74,20 @@ def main() -> None:
     convert_file(str(log), str(work / "pairs.parquet"), "auto", ConvertConfig(action_hz=5.0))
     demos = str(work / "pairs.parquet")
 
-    raw = raw_steps_per_s(args.scenario, args.steps // 2)
-    one = training_steps_per_s(args.scenario, demos, args.steps, 1, work / "one")
-    two = training_steps_per_s(args.scenario, demos, args.steps, 2, work / "two")
+    from drive_drail.train.adversarial import train
+    from drive_drail.train.config import TrainConfig
+
+    bc = train(TrainConfig(scenario=args.scenario, algo="bc", demos=demos, bc_epochs=1, out=str(work / "bc")), progress=False)
+    raw, raw_len = raw_steps_per_s(args.scenario, args.steps // 2, bc / "actor.pt")
+    one, one_len = training_steps_per_s(args.scenario, demos, args.steps, 1, work / "one")
+    two, two_len = training_steps_per_s(args.scenario, demos, args.steps, 2, work / "two")
     print(json.dumps({
         "benchmark": "trainer_overhead",
         "scenario": args.scenario,
         "raw_env_steps_per_s": round(raw, 1),
+        "raw_mean_episode_steps": round(raw_len, 1),
+        "train_mean_episode_steps_1_worker": round(one_len, 1),
+        "train_mean_episode_steps_2_workers": round(two_len, 1),
         "train_steps_per_s_1_worker": round(one, 1),
         "train_steps_per_s_2_workers": round(two, 1),
         "ratio_train_1_worker_to_raw": round(one / raw, 3),

@@ -184,3 +184,32 @@ def test_unmodelled_settings_are_refused_with_the_key():
     scenario = dataclasses.replace(load_scenario("merge"), env_config={"other_vehicles_type": "highway_env.vehicle.behavior.LinearVehicle"})
     with pytest.raises(ScenarioError, match="other_vehicles_type"):
         BatchedHighwayEnv(scenario, 2)
+
+
+def test_batched_score_from_highway_starts_agrees_with_highway_env():
+    """score_in_batched_sim from highway-env's own initial scenes gives each episode's outcome as
+    highway-env does (same starts, faithful dynamics); its own starts are another draw of the seed."""
+    from drive_drail.evaluate.batched import score_in_batched_sim
+
+    scenario = dataclasses.replace(load_scenario("lane_change"), episode_seconds=6.0)
+    seeds = list(scenario.eval_seeds[:4])
+
+    def act(obs: np.ndarray) -> np.ndarray:  # brake gently, straight
+        return np.tile([-0.1, 0.0], (len(obs), 1))
+
+    adapter, highway = HighwayAdapter(scenario, split="eval"), {"success": [], "collision": []}
+    for seed in seeds:
+        adapter.reset(seed=seed)
+        while True:
+            _, _, terminated, truncated, info = adapter.step(act(np.zeros((1, spec.OBS_DIM)))[0])
+            if terminated or truncated:
+                break
+        highway["success"].append(info[base.INFO_SUCCESS])
+        highway["collision"].append(info[base.INFO_CRASHED])
+    adapter.close()
+    same = score_in_batched_sim(scenario, act, seeds, highway_starts=True)
+    assert 0 < sum(highway["collision"]) < len(seeds)  # both outcomes occur, so agreement means something
+    np.testing.assert_array_equal(same["success"], highway["success"])
+    np.testing.assert_array_equal(same["collision"], highway["collision"])
+    own = score_in_batched_sim(scenario, act, seeds)
+    assert set(own) == {"success", "collision", "offroad"} and own["success"].shape == (4,)
