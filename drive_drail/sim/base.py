@@ -10,11 +10,13 @@ logs read the same fields from either simulator.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import gymnasium as gym
+import numpy as np
 
 from drive_drail import spec
+from drive_drail.scenario import Scenario, ScenarioError
 
 # info keys set on every step (floats / bools)
 INFO_CRASHED = "crashed"  # ego collided with a vehicle or an obstacle
@@ -41,6 +43,28 @@ class DrivingEnv(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class SpecAdapter(gym.Env):
+    """What every concrete adapter sets up the same way: the scenario it runs, the spec spaces,
+    and the two clocks (``policy_dt_s``, ``sim_dt_s`` [s])."""
+
+    metadata = {"render_modes": []}
+    simulator: ClassVar[str]
+    """The ``simulator`` value of the scenarios this adapter runs."""
+    label: ClassVar[str]
+    """Names the adapter in errors."""
+
+    def __init__(self, scenario: Scenario, split: str):
+        super().__init__()
+        if scenario.simulator != self.simulator:
+            raise ScenarioError(scenario.source, f"the {self.label} adapter cannot run simulator '{scenario.simulator}'", key="simulator")
+        self.scenario = scenario
+        self.split = split
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (spec.OBS_DIM,), np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (spec.ACTION_DIM,), np.float32)
+        self.policy_dt_s = 1.0 / scenario.policy_frequency_hz
+        self.sim_dt_s = 1.0 / scenario.simulation_frequency_hz
 
 
 def step_info(

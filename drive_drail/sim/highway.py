@@ -191,7 +191,7 @@ def frame_rows(road: Road, ego: HwVehicle, on_ramp_lanes: tuple = ()) -> FrameRo
 SimStepHook = Callable[["HighwayAdapter"], None]
 
 
-class HighwayAdapter(gym.Env):
+class HighwayAdapter(base.SpecAdapter):
     """A scenario's highway-env environment with the spec observation and action (see ``sim/base.py``).
 
     - observation: ``spec.observe(self.scene())``, shape ``[OBS_DIM]``, float32;
@@ -211,19 +211,12 @@ class HighwayAdapter(gym.Env):
     highway-env, so an episode is reproducible from its seed alone.
     """
 
-    metadata = {"render_modes": []}
+    simulator = "highway"
+    label = "highway"
 
     def __init__(self, scenario: Scenario, seed: int = 0, split: str = "train"):
-        super().__init__()
-        if scenario.simulator != "highway":
-            raise ScenarioError(scenario.source, f"the highway adapter cannot run simulator '{scenario.simulator}'", key="simulator")
+        super().__init__(scenario, split)
         register_envs()
-        self.scenario = scenario
-        self.split = split
-        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (spec.OBS_DIM,), np.float32)
-        self.action_space = gym.spaces.Box(-1.0, 1.0, (spec.ACTION_DIM,), np.float32)
-        self.policy_dt_s = 1.0 / scenario.policy_frequency_hz
-        self.sim_dt_s = 1.0 / scenario.simulation_frequency_hz
 
         config = _highway_config(scenario, split)
         self._hw: AbstractEnv = gym.make(scenario.env_id, config=config, render_mode=None, disable_env_checker=True).unwrapped

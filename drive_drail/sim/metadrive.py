@@ -75,6 +75,7 @@ import logging
 import math
 import weakref
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Callable
 
 import gymnasium as gym
@@ -161,7 +162,7 @@ class VehicleLimits:
         )
 
 
-    @property
+    @cached_property  # read on every step by physical_to_metadrive; the limits never change
     def max_spec_steer_rad(self) -> float:
         """The spec steering angle at MetaDrive's full lock [rad]."""
         return float(wheel_to_spec_rad(self.max_steering_rad, self))
@@ -271,7 +272,7 @@ def _check_engine_free(adapter: "MetaDriveAdapter") -> None:
         )
 
 
-class MetaDriveAdapter(gym.Env):
+class MetaDriveAdapter(base.SpecAdapter):
     """A scenario's MetaDrive environment with the spec observation and action (see ``sim/base.py``).
 
     - observation: ``spec.observe(self.scene())``, shape ``[OBS_DIM]``, float32;
@@ -299,18 +300,11 @@ class MetaDriveAdapter(gym.Env):
     holds one engine per process, so one adapter at a time: close it before making another.
     """
 
-    metadata = {"render_modes": []}
+    simulator = "metadrive"
+    label = "MetaDrive"
 
     def __init__(self, scenario: Scenario, seed: int = 0, split: str = "train"):
-        super().__init__()
-        if scenario.simulator != "metadrive":
-            raise ScenarioError(scenario.source, f"the MetaDrive adapter cannot run simulator '{scenario.simulator}'", key="simulator")
-        self.scenario = scenario
-        self.split = split
-        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (spec.OBS_DIM,), np.float32)
-        self.action_space = gym.spaces.Box(-1.0, 1.0, (spec.ACTION_DIM,), np.float32)
-        self.policy_dt_s = 1.0 / scenario.policy_frequency_hz
-        self.sim_dt_s = 1.0 / scenario.simulation_frequency_hz
+        super().__init__(scenario, split)
 
         self.md_config, self.adapter_config = metadrive_config(scenario, split)
         from metadrive.envs import MetaDriveEnv
