@@ -39,32 +39,25 @@ def main() -> None:
     episode_seed = scenario.train_seeds[args.seed]
     action_unit = np.array([0.3, 0.0])  # gentle throttle, straight: long episodes without crashes
 
-    def adapter_round() -> tuple[float, int]:
+    def timed_round(raw: bool) -> tuple[float, int]:
+        """Seconds and policy steps of one episode from ``episode_seed``: MetaDrive's own step with
+        MetaDrive's action (``raw``) or the adapter's step with the spec action."""
         env.reset(seed=episode_seed)
+        step, action = (env.md_env.step, spec_unit_to_metadrive(action_unit, env.limits)) if raw else (env.step, action_unit)
         start, n = time.perf_counter(), 0
         for n in range(1, args.steps + 1):
-            _, _, terminated, truncated, _ = env.step(action_unit)
-            if terminated or truncated:
-                break
-        return time.perf_counter() - start, n
-
-    def raw_round() -> tuple[float, int]:
-        env.reset(seed=episode_seed)
-        md, md_action = env.md_env, spec_unit_to_metadrive(action_unit, env.limits)
-        start, n = time.perf_counter(), 0
-        for n in range(1, args.steps + 1):
-            _, _, terminated, truncated, _ = md.step(md_action)
+            _, _, terminated, truncated, _ = step(action)
             if terminated or truncated:
                 break
         return time.perf_counter() - start, n
 
     try:
-        adapter_round(), raw_round()  # warm-up: map generation, first physics steps
+        timed_round(raw=False), timed_round(raw=True)  # warm-up: map generation, first physics steps
         adapter_rates, raw_rates, vehicles = [], [], 0
         for _ in range(args.rounds):
-            seconds, n = raw_round()
+            seconds, n = timed_round(raw=True)
             raw_rates.append(n / seconds)
-            seconds, n = adapter_round()
+            seconds, n = timed_round(raw=False)
             adapter_rates.append(n / seconds)
             vehicles = len(env.frame_rows().objects)
     finally:
