@@ -76,3 +76,28 @@ def test_action_mapping_round_trip():
     np.testing.assert_allclose(spec.action_to_unit(phys), unit, atol=1e-12)
     assert [m.value for m in spec.MetaAction] == [0, 1, 2, 3, 4]
     assert spec.MetaAction(0).name == "LANE_LEFT"
+
+
+def test_single_scene_forms_are_bitwise_equal_to_the_batch_form():
+    """observe / observe_one (Python floats) must give exactly observe_batch's numbers: the
+    adapters use the former, the log converter and the batched simulator the latter."""
+    rng = np.random.default_rng(7)
+    for trial in range(300):
+        m = int(rng.integers(1, 25))
+        x = rng.normal(0, 60, m)
+        x[rng.random(m) < 0.2] = x[0]  # equal distances: the tie order must match
+        y = rng.choice([0.0, 4.0, 8.0, -4.0], m) + rng.normal(0, 0.5, m) * (trial % 2)
+        vx, vy = rng.normal(25, 5, m), rng.normal(0, 1, m)
+        heading = rng.uniform(-np.pi, np.pi, m)
+        lane = rng.integers(-1, 4, m)
+        ego = int(rng.integers(0, m))
+        lane_count, offset, lane_heading = float(rng.integers(1, 5)), float(rng.normal()), float(rng.uniform(-4, 4))
+        batch = spec.SceneBatch(x[None], y[None], vx[None], vy[None], heading[None], lane[None], np.ones((1, m), bool),
+                                np.array([ego]), np.array([lane_count]), np.array([offset]), np.array([lane_heading]))
+        one = spec.observe_one(x.tolist(), y.tolist(), vx.tolist(), vy.tolist(), heading.tolist(), lane.tolist(),
+                               ego, lane_count, offset, lane_heading)
+        np.testing.assert_array_equal(one, spec.observe_batch(batch)[0])
+        if ego == 0:
+            vehicles = [spec.Vehicle(*vals, 4.5, 1.8, int(li)) for *vals, li in zip(x, y, vx, vy, heading, lane)]
+            scene = spec.Scene(vehicles[0], vehicles[1:], spec.LaneContext(int(lane_count), offset, lane_heading))
+            np.testing.assert_array_equal(spec.observe(scene), spec.observe_batch(spec.scene_to_batch(scene))[0])

@@ -43,7 +43,7 @@ from highway_env.vehicle.kinematics import Vehicle as HwVehicle
 from drive_drail import spec
 from drive_drail.scenario import Scenario, ScenarioError, did_you_mean
 from drive_drail.sim import base, stop_env
-from drive_drail.sim.rows import STATE_COLUMNS, FrameRows, batch_for_all, scene_from_rows
+from drive_drail.sim.rows import STATE_COLUMNS, FrameRows, batch_for_all, observe_rows, scene_from_rows
 
 RESERVED_CONFIG_KEYS = {
     "observation": "the adapter builds the spec observation itself",
@@ -307,7 +307,7 @@ class HighwayAdapter(base.SpecAdapter):
     # ---------------------------------------------------------------- internals
 
     def _observe(self) -> np.ndarray:
-        return spec.observe(self.scene())
+        return observe_rows(self.frame_rows().columns)  # = spec.observe(self.scene()), without the Scene objects
 
     def _install_road_hook(self) -> None:
         """Wrap this episode's ``road.step`` (per instance, not the class) to count frames and call hooks."""

@@ -57,26 +57,13 @@ def scene_from_rows(columns: dict[str, np.ndarray], ego_row: int = 0) -> spec.Sc
 
 
 def observe_rows(columns: dict[str, np.ndarray], ego_row: int = 0) -> np.ndarray:
-    """``spec.observe(scene_from_rows(columns, ego_row))`` without building the Scene objects.
-
-    The same numbers go through the same :func:`spec.observe_batch` as a one-scene batch,
-    so the result is identical (the tests check it); shape ``[OBS_DIM]``, float32.
-    """
-    n = len(columns["x_m"])
-    batch = spec.SceneBatch(
-        x_m=columns["x_m"][None, :],
-        y_m=columns["y_m"][None, :],
-        vx_mps=columns["vx_mps"][None, :],
-        vy_mps=columns["vy_mps"][None, :],
-        heading_rad=columns["heading_rad"][None, :],
-        lane=columns["lane_index"][None, :],
-        valid=np.ones((1, n), dtype=bool),
-        ego=np.array([ego_row], dtype=np.int64),
-        lane_count=columns["lane_count"][ego_row : ego_row + 1].astype(np.float64),
-        lane_offset_m=columns["lane_offset_m"][ego_row : ego_row + 1],
-        lane_heading_rad=columns["lane_heading_rad"][ego_row : ego_row + 1],
-    )
-    return spec.observe_batch(batch)[0]
+    """``spec.observe(scene_from_rows(columns, ego_row))`` without building the Scene objects:
+    :func:`spec.observe_one` on the columns, shape ``[OBS_DIM]``, float32."""
+    return spec.observe_one(
+        columns["x_m"].tolist(), columns["y_m"].tolist(), columns["vx_mps"].tolist(), columns["vy_mps"].tolist(),
+        columns["heading_rad"].tolist(), columns["lane_index"].tolist(), ego_row, float(columns["lane_count"][ego_row]),
+        float(columns["lane_offset_m"][ego_row]), float(columns["lane_heading_rad"][ego_row]),
+    )  # fmt: skip
 
 
 def batch_for_all(columns: dict[str, np.ndarray]) -> spec.SceneBatch:
