@@ -66,6 +66,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
         disc_batch=args.disc_batch,
         task_filter=args.task_filter,
         sim=args.sim,
+        checkpoint_interval_s=args.checkpoint_interval_s,
     )
     try:
         run_dir = train(config, resume=args.resume, progress=not args.quiet, steps=args.steps)
@@ -184,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task-filter", action="store_true", help="train only on pairs labelled with the scenario's manoeuvre")
     p.add_argument("--out", help="run folder (default runs/SCENARIO-ALGO-sSEED)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--checkpoint-interval-s", type=float, default=30.0,
+                   help="seconds between checkpoints (default 30; the last iteration is always saved; 0: every iteration)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 

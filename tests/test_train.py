@@ -64,7 +64,8 @@ def test_same_seed_same_run(stop_demos, tmp_path):
 def test_killed_run_resumes_from_its_last_checkpoint(stop_demos, tmp_path):
     out = tmp_path / "run"
     args = [sys.executable, "-m", "drive_drail.cli", "train", "--scenario", "stop", "--algo", "gail", "--demos", stop_demos,
-            "--steps", "4096", "--n-envs", "1", "--n-steps", "32", "--bc-epochs", "1", "--out", str(out), "--quiet"]
+            "--steps", "4096", "--n-envs", "1", "--n-steps", "32", "--bc-epochs", "1", "--out", str(out), "--quiet",
+            "--checkpoint-interval-s", "0"]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.time() + 240
     while time.time() < deadline:
@@ -127,24 +128,59 @@ def test_training_in_the_batched_simulator(stop_demos, tmp_path):
     assert result["steps"] > 0
 
 
-def test_recorder_separates_truncation_failure_and_goal():
+def test_ledger_separates_truncation_failure_and_goal():
     """Time limits are bootstrapped, failures become absorbing states, a reached goal is neither."""
-    from drive_drail.train.adversarial import TransitionRecorder
+    from drive_drail.train.rollout import EpisodeLedger
 
-    recorder = TransitionRecorder()
-    recorder._on_rollout_start()
+    ledger = EpisodeLedger(n_envs=4)
+    ledger.start_rollout()
+    ledger.record(0, np.zeros(4, dtype=bool), [{"speed_mps": 10.0}] * 4)
     final = np.arange(3.0)
-    recorder.update_locals({
-        "dones": np.array([True, True, True, False]),
-        "infos": [
-            {"TimeLimit.truncated": True, "terminal_observation": final, "speed_mps": 20.0},
-            {"success": True, "speed_mps": 10.0},
-            {"crashed": True, "speed_mps": 30.0},
-            {"speed_mps": 25.0},
-        ],
-    })
-    recorder._on_step()
-    assert [(s, e) for s, e, _ in recorder.truncated] == [(0, 0)] and recorder.truncated[0][2] is final
-    assert recorder.terminated == [(0, 2)]
-    assert [e["success"] for e in recorder.episodes] == [0.0, 1.0, 0.0]
-    assert [e["crashed"] for e in recorder.episodes] == [0.0, 0.0, 1.0]
+    ledger.record(1, np.array([True, True, True, False]), [
+        {"TimeLimit.truncated": True, "terminal_observation": final, "speed_mps": 20.0},
+        {"success": True, "speed_mps": 10.0},
+        {"crashed": True, "speed_mps": 30.0},
+        {"speed_mps": 25.0},
+    ])  # fmt: skip
+    assert [(s, e) for s, e, _ in ledger.truncated] == [(1, 0)] and ledger.truncated[0][2] is final
+    assert ledger.terminated == [(1, 2)]
+    assert [e["success"] for e in ledger.episodes] == [0.0, 1.0, 0.0]
+    assert [e["crashed"] for e in ledger.episodes] == [0.0, 0.0, 1.0]
+    assert [e["length"] for e in ledger.episodes] == [2.0, 2.0, 2.0]
+    assert [e["mean_speed_mps"] for e in ledger.episodes] == [15.0, 10.0, 20.0]
+    ledger.start_rollout()  # episodes run across rollouts: env 3's length keeps counting
+    ledger.record(0, np.array([False, False, False, True]), [{"speed_mps": 25.0}] * 4)
+    assert [e["length"] for e in ledger.episodes] == [3.0]
+
+
+def test_rollout_values_and_log_probs_match_the_policy(tmp_path):
+    """The rollout's batched V and log pi equal the policy's own per-step evaluation, and actions
+    are the mean plus exploration noise of the policy's std."""
+    from stable_baselines3.common.utils import obs_as_tensor
+
+    from drive_drail.train.adversarial import build_ppo
+    from drive_drail.train.config import TrainConfig
+    from drive_drail.train.envs import make_vec_env
+    from drive_drail.train.rollout import EpisodeLedger, collect_rollout
+
+    config = TrainConfig(scenario="stop", n_envs=1, n_steps=16, batch_size=16, init_action_std=(0.5, 0.5))
+    env = make_vec_env("stop", 1, np.zeros(spec.OBS_DIM), np.ones(spec.OBS_DIM), seed_offset=0)
+    try:
+        model = build_ppo(config, env, seed=0)
+        model._setup_learn(16)
+        collect_rollout(model, env, 16, EpisodeLedger(1))
+    finally:
+        env.close()
+    buf = model.rollout_buffer
+    assert buf.full and model.num_timesteps == 16
+    obs = obs_as_tensor(buf.observations[:, 0], "cpu")
+    with torch.no_grad():
+        dist = model.policy.get_distribution(obs)
+        log_prob = dist.log_prob(torch.as_tensor(buf.actions[:, 0]))
+        values = model.policy.predict_values(obs)[:, 0]
+        mean = dist.distribution.mean
+    np.testing.assert_allclose(buf.log_probs[:, 0], log_prob.numpy(), atol=1e-5)
+    np.testing.assert_allclose(buf.values[:, 0], values.numpy(), atol=1e-5)
+    z = (buf.actions[:, 0] - mean.numpy()) / 0.5  # the noise actually drawn: ~N(0, 1), not zero
+    assert 0.3 < z.std() < 2.0 and np.abs(z).max() > 0.1
+    assert (buf.episode_starts[0, 0] == 1.0) and (buf.rewards == 0).all()

@@ -665,9 +665,10 @@ class DiffusionDiscriminator(TrainableDiscriminator):
         def minibatch_loss(
             expert_batch: torch.Tensor, agent_batch: torch.Tensor, weight: torch.Tensor | None
         ) -> tuple[torch.Tensor, ...]:
-            # Eq. 1 + 2: per-pair logits L- - L+ (D = sigmoid(logit)), one (t, eps) per pair
-            logit_expert = self.logit_from_losses(*self.expected_losses(expert_batch, self.noise_generator))
-            logit_agent = self.logit_from_losses(*self.expected_losses(agent_batch, self.noise_generator))
+            # Eq. 1 + 2: per-pair logits L- - L+ (D = sigmoid(logit)), one (t, eps) per pair; both
+            # batches in one pass (pairs are scored independently, so this only saves passes)
+            logit = self.logit_from_losses(*self.expected_losses(torch.cat([expert_batch, agent_batch]), self.noise_generator))
+            logit_expert, logit_agent = logit[: len(expert_batch)], logit[len(expert_batch) :]
             # Eq. 3: BCE, expert -> 1, agent -> 0; drives L+ down / L- up on expert pairs and the reverse on agent pairs
             loss = bce_on_logits(logit_expert, logit_agent, weight)
             return loss, torch.sigmoid(logit_expert.detach()), torch.sigmoid(logit_agent.detach())

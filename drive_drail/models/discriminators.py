@@ -167,8 +167,8 @@ class GAILDiscriminator(TrainableDiscriminator):
         def minibatch_loss(
             expert_batch: torch.Tensor, agent_batch: torch.Tensor, weight: torch.Tensor | None
         ) -> tuple[torch.Tensor, ...]:
-            logit_expert = self.net(expert_batch).squeeze(-1)
-            logit_agent = self.net(agent_batch).squeeze(-1)
+            logit = self.net(torch.cat([expert_batch, agent_batch])).squeeze(-1)  # one pass for both batches
+            logit_expert, logit_agent = logit[: len(expert_batch)], logit[len(expert_batch) :]
             loss = bce_on_logits(logit_expert, logit_agent, weight)
             return loss, torch.sigmoid(logit_expert.detach()), torch.sigmoid(logit_agent.detach())
 

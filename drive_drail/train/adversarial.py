@@ -1,7 +1,7 @@
 """The adversarial imitation loop of METHOD.md (Algorithm 1), with PPO from stable-baselines3.
 
     for i = 0, 1, 2, ...:
-        collect agent transitions with the current policy          (PPO.collect_rollouts)
+        collect agent transitions with the current policy          (rollout.collect_rollout)
         update phi with the gradient of L_D, expert vs agent       (Eq. 3)
         relabel the collected transitions with r_phi               (Eq. 4)
         update the policy to maximise r_phi with PPO               (PPO.train)
@@ -30,7 +30,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from stable_baselines3 import PPO
-from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.utils import obs_as_tensor, set_random_seed
 from tqdm import tqdm
 
@@ -40,13 +39,13 @@ from drive_drail.errors import UserError
 from drive_drail.models.discriminators import make_discriminator
 from drive_drail.models.policy import DeterministicActor
 from drive_drail.scenario import load_scenario
-from drive_drail.sim.base import INFO_CRASHED, INFO_SPEED_MPS, INFO_SUCCESS
 from drive_drail.train import checkpoint
 from drive_drail.train.bc import behaviour_clone
 from drive_drail.train.config import TrainConfig
 from drive_drail.train.demos import Demos, load_demos
 from drive_drail.train.envs import make_vec_env
 from drive_drail.train.metrics import MetricsLog
+from drive_drail.train.rollout import EpisodeLedger, collect_rollout
 
 
 ABSORBING_REWARD_SAMPLES = 1024
@@ -55,48 +54,6 @@ ABSORBING_REWARD_SAMPLES = 1024
 
 class TrainingDiverged(RuntimeError):
     """A loss or a parameter became NaN/inf."""
-
-
-class TransitionRecorder(BaseCallback):
-    """Records, during a rollout, what the relabelling step needs: where episodes ended and how."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.truncated: list[tuple[int, int, np.ndarray]] = []  # (step, env, final obs)
-        self.terminated: list[tuple[int, int]] = []  # (step, env) of failure terminations
-        self.episodes: list[dict] = []
-        self._step = 0
-        self._ep_return: np.ndarray | None = None
-        self._ep_speed: np.ndarray | None = None
-        self._ep_len: np.ndarray | None = None
-
-    def _on_rollout_start(self) -> None:
-        self.truncated, self.terminated, self.episodes, self._step = [], [], [], 0
-
-    def _on_step(self) -> bool:
-        dones, infos = self.locals["dones"], self.locals["infos"]
-        n = len(dones)
-        if self._ep_len is None:
-            self._ep_len, self._ep_speed = np.zeros(n), np.zeros(n)
-        self._ep_len += 1
-        self._ep_speed += [info.get(INFO_SPEED_MPS, 0.0) for info in infos]
-        for env_idx in np.flatnonzero(dones):
-            info = infos[env_idx]
-            if info.get("TimeLimit.truncated", False):
-                self.truncated.append((self._step, int(env_idx), info["terminal_observation"]))
-            elif not info.get(INFO_SUCCESS, False):  # a goal reached ends without a price
-                self.terminated.append((self._step, int(env_idx)))
-            self.episodes.append(
-                {
-                    "length": float(self._ep_len[env_idx]),
-                    "crashed": float(bool(info.get(INFO_CRASHED, False))),
-                    "success": float(bool(info.get(INFO_SUCCESS, False))),
-                    "mean_speed_mps": float(self._ep_speed[env_idx] / max(self._ep_len[env_idx], 1)),
-                }
-            )
-            self._ep_len[env_idx], self._ep_speed[env_idx] = 0, 0.0
-        self._step += 1
-        return True
 
 
 def _with_flag(obs: np.ndarray, flag: float) -> np.ndarray:
@@ -204,12 +161,11 @@ def _train_loop(config, run_dir, env, demos: Demos, expert_obs, expert_act, resu
         if config.algo == "bc":
             iterations = 0
 
-    recorder = TransitionRecorder()
+    ledger = EpisodeLedger(config.n_envs)
     total_timesteps = iterations * config.n_steps * config.n_envs
-    _, callback = model._setup_learn(total_timesteps, recorder, reset_num_timesteps=not resume)
+    model._setup_learn(total_timesteps, reset_num_timesteps=not resume)  # logger, first reset of the envs
     if resume:
         model.num_timesteps = state.global_step
-    callback.on_training_start(locals(), globals())
     ret_std = checkpoint.RunningStd() if not resume else state.ret_std
     bar = tqdm(total=total_timesteps, initial=model.num_timesteps, unit="step", disable=not progress, desc=config.algo)
     buf = model.rollout_buffer
@@ -218,10 +174,11 @@ def _train_loop(config, run_dir, env, demos: Demos, expert_obs, expert_act, resu
     absorbing_obs = _with_flag(np.zeros((1, spec.OBS_DIM), np.float32), 1.0)
     absorbing_act = np.zeros((1, spec.ACTION_DIM), np.float32)
 
+    last_checkpoint = time.monotonic()
     for iteration in range(start, iterations):
         t0 = time.perf_counter()
         # 1. Collect agent transitions with the current policy.
-        model.collect_rollouts(env, callback, buf, n_rollout_steps=config.n_steps)
+        collect_rollout(model, env, config.n_steps, ledger)
         n_steps, n_envs = buf.buffer_size, buf.n_envs
         agent_obs = buf.observations.reshape(n_steps * n_envs, -1).astype(np.float32)
         agent_act = np.clip(buf.actions.reshape(n_steps * n_envs, -1), -1.0, 1.0).astype(np.float32)
@@ -230,7 +187,7 @@ def _train_loop(config, run_dir, env, demos: Demos, expert_obs, expert_act, resu
         # 2. Update phi with the gradient of L_D: expert batch vs agent batch (Eq. 3).
         disc_agent_obs = _with_flag(agent_obs, 0.0) if config.absorbing else agent_obs
         a_obs, a_act, a_weight = disc_agent_obs, agent_act, None
-        n_abs = len(recorder.terminated) if config.absorbing else 0
+        n_abs = len(ledger.terminated) if config.absorbing else 0
         if n_abs:
             # A failure leads to the absorbing state forever: gamma / (1 - gamma) discounted visits
             # in the agent's occupancy measure, the same factor its reward is paid with below.
@@ -248,16 +205,16 @@ def _train_loop(config, run_dir, env, demos: Demos, expert_obs, expert_act, resu
             r_abs = float(disc.reward(np.repeat(absorbing_obs, ABSORBING_REWARD_SAMPLES, 0),
                                       np.repeat(absorbing_act, ABSORBING_REWARD_SAMPLES, 0)).mean())
             row["charts/reward_absorbing"] = r_abs
-            for step, env_idx in recorder.terminated:
+            for step, env_idx in ledger.terminated:
                 reward[step, env_idx] += config.gamma / (1.0 - config.gamma) * r_abs
         if config.reward_norm:  # before the bootstrap: V already lives on the normalised scale
             ret_std.update(reward, buf.episode_starts, config.gamma)
             reward = reward / ret_std.std
-        if recorder.truncated:  # time limit: bootstrap, the episode would have gone on
-            final_obs = np.stack([o for _, _, o in recorder.truncated]).astype(np.float32)
+        if ledger.truncated:  # time limit: bootstrap, the episode would have gone on
+            final_obs = np.stack([o for _, _, o in ledger.truncated]).astype(np.float32)
             with torch.no_grad():
                 v_final = model.policy.predict_values(obs_as_tensor(final_obs, model.device)).cpu().numpy()[:, 0]
-            for (step, env_idx, _), v in zip(recorder.truncated, v_final):
+            for (step, env_idx, _), v in zip(ledger.truncated, v_final):
                 reward[step, env_idx] += config.gamma * v
         buf.rewards[:] = reward
         with torch.no_grad():
@@ -278,18 +235,19 @@ def _train_loop(config, run_dir, env, demos: Demos, expert_obs, expert_act, resu
                 "charts/learning_rate": sb3.get("train/learning_rate", float("nan")),
             }
         )
-        if recorder.episodes:
+        if ledger.episodes:
             for key in ("length", "crashed", "success", "mean_speed_mps"):
-                row[f"charts/episode_{key}"] = float(np.mean([e[key] for e in recorder.episodes]))
-            row["charts/episodes"] = len(recorder.episodes)
+                row[f"charts/episode_{key}"] = float(np.mean([e[key] for e in ledger.episodes]))
+            row["charts/episodes"] = len(ledger.episodes)
         row["charts/sps"] = n_steps * n_envs / (time.perf_counter() - t0)
         _check_finite(model, iteration, {k: v for k, v in row.items() if k.startswith(("losses/", "disc/loss"))})
         metrics.write(model.num_timesteps, row)
         bar.update(n_steps * n_envs)
         bar.set_postfix(D_exp=f"{row.get('disc/d_expert', float('nan')):.2f}", D_agent=f"{row.get('disc/d_agent', float('nan')):.2f}")
 
-        if (iteration + 1) % config.checkpoint_every == 0 or iteration + 1 == iterations:
+        if time.monotonic() - last_checkpoint >= config.checkpoint_interval_s or iteration + 1 == iterations:
             checkpoint.save(run_dir, iteration + 1, model, disc, demos, ret_std, config)
+            last_checkpoint = time.monotonic()
     bar.close()
 
     actor = DeterministicActor.from_sb3(model.policy, demos.obs_mean, demos.obs_std)

@@ -73,8 +73,9 @@ class TrainConfig:
     torch_threads: int = 1
     """torch threads in the learner process; 1 leaves the other core to the env workers."""
 
-    checkpoint_every: int = 1
-    """Iterations between checkpoints."""
+    checkpoint_interval_s: float = 30.0
+    """Checkpoint after the first iteration that ends this many seconds after the last checkpoint,
+    and after the last iteration; 0 = after every iteration. A killed run loses at most this much."""
 
     def validate(self) -> None:
         from drive_drail.errors import UserError
