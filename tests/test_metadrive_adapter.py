@@ -23,6 +23,7 @@ from drive_drail.scenario import ScenarioError, load_scenario, scenario_from_dic
 from drive_drail.sim import base, make_env  # noqa: E402
 from drive_drail.sim.metadrive import (  # noqa: E402
     MetaDriveAdapter,
+    _kinematics,
     metadrive_to_physical,
     metadrive_to_spec_unit,
     physical_to_metadrive,
@@ -55,6 +56,12 @@ def test_observation_is_spec_observe_of_the_scene(lane_change_env):
     scene = env.scene()
     assert len(scene.others) >= 1  # traffic exists and is in the scene
     assert obs[spec.OBS_NAMES.index("ego_v_long")] * 40.0 == pytest.approx(env.ego.speed, abs=0.05)
+    # The per-object read skips MetaDrive's wrappers: it must still give their numbers.
+    for obj in env._objects():
+        x, y, vx, vy, h = _kinematics(obj)
+        assert (x, y) == tuple(float(c) for c in obj.position) and h == float(obj.heading_theta)
+        speed = float(obj.velocity[0]) * np.cos(h) + float(obj.velocity[1]) * np.sin(h)
+        np.testing.assert_allclose([vx, vy], [speed * np.cos(h), speed * np.sin(h)], rtol=0, atol=1e-12)
 
 
 def test_spec_frame_and_lane_conventions(lane_change_env):

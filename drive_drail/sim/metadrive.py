@@ -165,47 +165,58 @@ class VehicleLimits:
     @cached_property  # read on every step by physical_to_metadrive; the limits never change
     def max_spec_steer_rad(self) -> float:
         """The spec steering angle at MetaDrive's full lock [rad]."""
-        return float(wheel_to_spec_rad(self.max_steering_rad, self))
+        return wheel_to_spec_rad(self.max_steering_rad, self)
 
 
-def _clip(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """``np.clip`` as two ufuncs: ~5x cheaper on the one action a step maps (same NaN behaviour)."""
-    return np.minimum(np.maximum(x, lo), hi)
-
-
-def spec_to_wheel_rad(steer_rad: np.ndarray, limits: VehicleLimits) -> np.ndarray:
+def spec_to_wheel_rad(steer_rad: float, limits: VehicleLimits) -> float:
     """Spec steering (bicycle model on wheelbase L) -> MetaDrive front-wheel angle with the same yaw rate [rad]."""
-    sin_beta = np.sin(np.arctan(0.5 * np.tan(steer_rad)))
-    return np.arctan(2.0 * limits.wheelbase_m / limits.length_m * sin_beta)
+    sin_beta = math.sin(math.atan(0.5 * math.tan(steer_rad)))
+    return math.atan(2.0 * limits.wheelbase_m / limits.length_m * sin_beta)
 
 
-def wheel_to_spec_rad(wheel_rad: np.ndarray, limits: VehicleLimits) -> np.ndarray:
+def wheel_to_spec_rad(wheel_rad: float, limits: VehicleLimits) -> float:
     """Inverse of :func:`spec_to_wheel_rad` (the wheel angle is within MetaDrive's lock, so ``|sin(beta)| < 1``)."""
-    sin_beta = _clip(limits.length_m * np.tan(wheel_rad) / (2.0 * limits.wheelbase_m), -1.0 + 1e-12, 1.0 - 1e-12)
-    return np.arctan(2.0 * np.tan(np.arcsin(sin_beta)))
+    sin_beta = _clip(limits.length_m * math.tan(wheel_rad) / (2.0 * limits.wheelbase_m), -1.0 + 1e-12, 1.0 - 1e-12)
+    return math.atan(2.0 * math.tan(math.asin(sin_beta)))
 
 
-def physical_to_metadrive(action_physical: np.ndarray, limits: VehicleLimits) -> np.ndarray:
+def _clip(x: float, lo: float, hi: float) -> float:
+    return min(max(x, lo), hi)
+
+
+def _per_action(one: Callable[[float, float, VehicleLimits], tuple[float, float]]):
+    """Lift a map of ONE action (two floats: the adapter's per-step case, where numpy's per-call
+    cost would be most of the work) to arrays of shape ``[..., 2]``."""
+
+    def mapped(action: np.ndarray, limits: VehicleLimits) -> np.ndarray:
+        a = np.asarray(action, dtype=np.float64)
+        rows = a.reshape(-1, 2).tolist()
+        return np.array([one(x, y, limits) for x, y in rows], dtype=np.float64).reshape(a.shape)
+
+    mapped.__name__, mapped.__doc__ = one.__name__.lstrip("_"), one.__doc__
+    return mapped
+
+
+def _physical_to_metadrive(accel_mps2: float, steer_rad: float, limits: VehicleLimits) -> tuple[float, float]:
     """``[accel_mps2, steer_rad]`` -> MetaDrive ``[steering, throttle_brake]``, clipped to [-1, 1]. Shape ``[..., 2]``."""
-    a = np.asarray(action_physical, dtype=np.float64)
-    out = np.empty_like(a)
-    accel, steer = a[..., 0], a[..., 1]
-    steer = _clip(steer, -limits.max_spec_steer_rad, limits.max_spec_steer_rad)  # full lock (< pi/2, where tan turns)
-    out[..., 0] = _clip(spec_to_wheel_rad(steer, limits) / limits.max_steering_rad, -1.0, 1.0)
-    throttle = accel / limits.max_accel_mps2
-    brake = np.minimum(accel / limits.max_brake_mps2, -NO_BRAKE_EPS)  # accel == 0 -> no brake, not coasting
-    out[..., 1] = _clip(np.where(accel > 0.0, throttle, brake), -1.0, 1.0)
-    return out
+    steer_rad = _clip(steer_rad, -limits.max_spec_steer_rad, limits.max_spec_steer_rad)  # full lock (< pi/2, where tan turns)
+    steering = _clip(spec_to_wheel_rad(steer_rad, limits) / limits.max_steering_rad, -1.0, 1.0)
+    if accel_mps2 > 0.0:
+        throttle_brake = accel_mps2 / limits.max_accel_mps2
+    else:
+        throttle_brake = min(accel_mps2 / limits.max_brake_mps2, -NO_BRAKE_EPS)  # accel == 0 -> no brake, not coasting
+    return steering, _clip(throttle_brake, -1.0, 1.0)
 
 
-def metadrive_to_physical(action_metadrive: np.ndarray, limits: VehicleLimits) -> np.ndarray:
+def _metadrive_to_physical(steering: float, throttle_brake: float, limits: VehicleLimits) -> tuple[float, float]:
     """MetaDrive ``[steering, throttle_brake]`` -> ``[accel_mps2, steer_rad]`` (clipped to [-1, 1] first). Shape ``[..., 2]``."""
-    m = _clip(np.asarray(action_metadrive, dtype=np.float64), -1.0, 1.0)
-    out = np.empty_like(m)
-    steering, tb = m[..., 0], m[..., 1]
-    out[..., 0] = np.where(tb > 0.0, tb * limits.max_accel_mps2, np.where(tb < 0.0, tb * limits.max_brake_mps2, -limits.coast_mps2))
-    out[..., 1] = wheel_to_spec_rad(steering * limits.max_steering_rad, limits)
-    return out
+    steering, tb = _clip(steering, -1.0, 1.0), _clip(throttle_brake, -1.0, 1.0)
+    accel = tb * limits.max_accel_mps2 if tb > 0.0 else tb * limits.max_brake_mps2 if tb < 0.0 else -limits.coast_mps2
+    return accel, wheel_to_spec_rad(steering * limits.max_steering_rad, limits)
+
+
+physical_to_metadrive = _per_action(_physical_to_metadrive)
+metadrive_to_physical = _per_action(_metadrive_to_physical)
 
 
 def spec_unit_to_metadrive(action_unit: np.ndarray, limits: VehicleLimits) -> np.ndarray:
@@ -263,13 +274,16 @@ def _object_classes() -> tuple[type, type]:
 
 def _kinematics(obj) -> tuple[float, float, float, float, float]:
     """``(x_m, y_m, vx_mps, vy_mps, heading_rad)`` of a MetaDrive object, the velocity along its
-    heading (MetaDrive's body velocity carries a little sideslip the spec does not model)."""
-    x, y = obj.position
+    heading (MetaDrive's body velocity carries a little sideslip the spec does not model).
+
+    Reads what ``obj.position`` and ``obj.velocity`` return (the scene node's x, y and the
+    rigid body's vx, vy) without their wrapper objects: this runs for every object every step."""
+    pos = obj.origin.getPos()
     h = float(obj.heading_theta)
     ch, sh = math.cos(h), math.sin(h)
-    vel = obj.velocity
-    speed = float(vel[0]) * ch + float(vel[1]) * sh  # signed speed along the heading
-    return float(x), float(y), speed * ch, speed * sh, h
+    vel = obj.body.get_linear_velocity()
+    speed = vel[0] * ch + vel[1] * sh  # signed speed along the heading
+    return pos[0], pos[1], speed * ch, speed * sh, h
 
 
 def _crashed(obj) -> bool:
@@ -411,11 +425,11 @@ class MetaDriveAdapter(base.SpecAdapter):
         return self._observe(), self._info(final=False)
 
     def step(self, action_unit) -> tuple[np.ndarray, float, bool, bool, dict]:
-        physical = spec.action_to_physical(np.asarray(action_unit, dtype=np.float64).reshape(spec.ACTION_DIM))
-        md_action = physical_to_metadrive(physical, self.limits)
-        _, _, md_terminated, _, self._md_info = self._md.step(md_action)  # decision_repeat physics steps
+        accel_mps2, steer_rad = spec.action_to_physical(np.asarray(action_unit, dtype=np.float64).reshape(spec.ACTION_DIM)).tolist()
+        md_action = _physical_to_metadrive(accel_mps2, steer_rad, self.limits)  # one action: the scalar maps
+        _, _, md_terminated, _, self._md_info = self._md.step(np.array(md_action))  # decision_repeat physics steps
         self.policy_steps += 1
-        self._last_action = metadrive_to_physical(md_action, self.limits)
+        self._last_action = np.array(_metadrive_to_physical(*md_action, self.limits))
         self._update_task()
 
         crashed, offroad = self._crashed_offroad()
@@ -480,7 +494,7 @@ class MetaDriveAdapter(base.SpecAdapter):
         lanes = [self._lane_of(o) for o in objects]
         lane_index = [lane.index[2] if lane is not None else -1 for lane in lanes]
         if lanes[0] is not None:
-            lane_index[0], count, offset, lane_heading = lane_frame(lanes[0], self.road_network, x[0], y[0])
+            lane_index[0], count, offset, lane_heading = lane_frame(lanes[0], self._road_network, x[0], y[0])
         else:
             count, offset, lane_heading = 0, 0.0, h[0]
         return spec.observe_one(x, y, vx, vy, h, lane_index, 0, count, offset, lane_heading)
@@ -521,13 +535,14 @@ class MetaDriveAdapter(base.SpecAdapter):
     def _start_task(self) -> None:
         ego, task, success = self.ego, self.scenario.task, self.scenario.success
         self._on_ramp_lanes = on_ramp_lanes(self._md.current_map)
+        self._road_network = self.road_network  # this episode's map (read every step)
         self._lane_changes = 0
         self._last_lane = ego.lane_index
         self._stopped_s = 0.0
         self._travelled_start_m = float(ego.navigation.travelled_length)
         if task == "stop":
             self.stalled, self._stall_lane = self._spawn_stalled_vehicle()
-            self._gap_start_m = self._gap_m()
+            self._gap_start_m = self._gap_now_m = self._gap_m()
 
     def _spawn_stalled_vehicle(self):
         """Stop task: a broken-down vehicle in the ego lane, ``stall_distance_m`` ahead along the route."""
@@ -551,6 +566,7 @@ class MetaDriveAdapter(base.SpecAdapter):
         if self.scenario.task == "stop":
             stopped = abs(self.ego.speed) < self.scenario.success.max_final_speed_mps
             self._stopped_s = self._stopped_s + self.policy_dt_s if stopped else 0.0
+            self._gap_now_m = self._gap_m()  # read by the route completion and the info of this step
 
     def _gap_m(self) -> float:
         """stop: bumper gap from the ego's front to the stalled vehicle's rear, along its (straight) lane [m]."""
@@ -568,7 +584,7 @@ class MetaDriveAdapter(base.SpecAdapter):
             done = float(self.ego.navigation.route_completion)
         else:
             span = self._gap_start_m - success.stopped_before_m
-            done = (self._gap_start_m - self._gap_m()) / span if span > 0 else 1.0
+            done = (self._gap_start_m - self._gap_now_m) / span if span > 0 else 1.0
         return float(np.clip(done, 0.0, 1.0))
 
     def _info(self, final: bool, outcome: tuple[bool, bool, float] | None = None) -> dict:
@@ -587,7 +603,7 @@ class MetaDriveAdapter(base.SpecAdapter):
             time_s=self.policy_steps * self.policy_dt_s,
             arrived=arrived,
             merged=(ego.lane_index not in self._on_ramp_lanes) if task == "merge" else None,
-            gap_m=self._gap_m() if task == "stop" else None,
+            gap_m=self._gap_now_m if task == "stop" else None,
             stopped_s=self._stopped_s if task == "stop" else None,
             arrive_dest=arrived,
             episode_seed=self.episode_seed,
