@@ -8,7 +8,7 @@ In one run, on one scenario:
 * training-loop env steps/s with 2 workers -> ratio to 1 worker (target >= 1.7).
 Prints JSON.
 
-    python benchmarks/trainer_overhead.py [--scenario lane_change] [--steps 1024]
+    python benchmarks/trainer_overhead.py [--scenario lane_change] [--steps 2048]
 """
 
 from __future__ import annotations
@@ -46,24 +46,25 @@ def raw_steps_per_s(scenario_name: str, steps: int, actor_path: Path) -> tuple[f
     return steps / timed_s, steps / max(episodes, 1)
 
 
-def training_steps_per_s(scenario_name: str, demos: str, steps: int, n_envs: int, out: Path) -> tuple[float, float]:
+def training_steps_per_s(scenario_name: str, demos: str, steps: int, n_envs: int, out: Path) -> tuple[float, float, dict]:
     """Env steps per second of the whole loop, from the metrics of iterations 2.. (1 is warm-up),
-    and the mean episode length over the run."""
+    the mean episode length over the run, and the median seconds per iteration of each phase."""
     import pandas as pd
 
     from drive_drail.train.adversarial import train
     from drive_drail.train.config import TrainConfig
 
     train(TrainConfig(scenario=scenario_name, algo="drail", demos=demos, steps=steps, n_envs=n_envs,
-                      n_steps=steps // (4 * n_envs), bc_epochs=1, out=str(out)), progress=False)
+                      n_steps=steps // (8 * n_envs), bc_epochs=1, out=str(out)), progress=False)
     metrics = pd.read_csv(out / "metrics.csv").dropna(subset=["charts/sps"])
-    return float(metrics["charts/sps"].iloc[1:].median()), float(metrics["charts/episode_length"].mean())
+    phases = {c.removeprefix("time/"): round(float(metrics[c].iloc[1:].median()), 3) for c in metrics if c.startswith("time/")}
+    return float(metrics["charts/sps"].iloc[1:].median()), float(metrics["charts/episode_length"].mean()), phases
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenario", default="lane_change")
-    parser.add_argument("--steps", type=int, default=1024, help="env steps per training run (4 iterations)")
+    parser.add_argument("--steps", type=int, default=2048, help="env steps per training run (8 iterations)")
     args = parser.parse_args()
 
     from drive_drail.pairs.convert import ConvertConfig, convert_file
@@ -79,8 +80,8 @@ def main() -> None:
 
     bc = train(TrainConfig(scenario=args.scenario, algo="bc", demos=demos, bc_epochs=1, out=str(work / "bc")), progress=False)
     raw, raw_len = raw_steps_per_s(args.scenario, args.steps // 2, bc / "actor.pt")
-    one, one_len = training_steps_per_s(args.scenario, demos, args.steps, 1, work / "one")
-    two, two_len = training_steps_per_s(args.scenario, demos, args.steps, 2, work / "two")
+    one, one_len, one_phases = training_steps_per_s(args.scenario, demos, args.steps, 1, work / "one")
+    two, two_len, two_phases = training_steps_per_s(args.scenario, demos, args.steps, 2, work / "two")
     print(json.dumps({
         "benchmark": "trainer_overhead",
         "scenario": args.scenario,
@@ -94,6 +95,11 @@ def main() -> None:
         "target_ratio_to_raw": 0.85,
         "ratio_2_workers_to_1": round(two / one, 3),
         "target_ratio_2_to_1": 1.7,
+        "steps_per_iteration": args.steps // 8,
+        "iteration_seconds_1_worker": one_phases,
+        "iteration_seconds_2_workers": two_phases,
+        "learner_share_of_iteration_2_workers": round(
+            (two_phases["discriminator_s"] + two_phases["ppo_s"]) / sum(two_phases.values()), 3),
     }, indent=2))
 
 

@@ -184,3 +184,25 @@ def test_rollout_values_and_log_probs_match_the_policy(tmp_path):
     z = (buf.actions[:, 0] - mean.numpy()) / 0.5  # the noise actually drawn: ~N(0, 1), not zero
     assert 0.3 < z.std() < 2.0 and np.abs(z).max() > 0.1
     assert (buf.episode_starts[0, 0] == 1.0) and (buf.rewards == 0).all()
+
+
+def test_metrics_log_appends_grows_columns_and_drops_a_cut_line(tmp_path):
+    from drive_drail.train.metrics import MetricsLog
+
+    path = tmp_path / "metrics.csv"
+    log = MetricsLog(path)
+    log.write(0, {"bc/loss": 0.5})
+    log.write(256, {"losses/policy_loss": 0.1})  # a new column: the header grows
+    log.write(512, {"losses/policy_loss": 0.2})  # same columns: appended
+    table = pd.read_csv(path)
+    assert list(table.columns) == ["global_step", "bc/loss", "losses/policy_loss"]
+    assert table.global_step.tolist() == [0, 256, 512] and table["losses/policy_loss"].iloc[-1] == 0.2
+    with path.open("a") as f:
+        f.write("76")  # a kill in the middle of the next row
+    resumed = MetricsLog(path)
+    resumed.truncate_after(512)
+    resumed.write(768, {"losses/policy_loss": 0.3})
+    assert pd.read_csv(path).global_step.tolist() == [0, 256, 512, 768]
+    fresh = MetricsLog(path, fresh=True)  # a new run in the folder does not inherit old rows
+    fresh.write(256, {"losses/policy_loss": 0.4})
+    assert pd.read_csv(path).global_step.tolist() == [256]

@@ -146,7 +146,7 @@ def _train_loop(config, run_dir, env, demos: Demos, expert_obs, expert_act, resu
             disc_config = {**common, "hidden_dim": config.disc_hidden, "scoring": "fused" if config.fused else "unshared",
                            "label_injection": config.label_injection}
         disc = make_discriminator(config.algo, disc_obs_dim, spec.ACTION_DIM, disc_config, seed=config.seed)
-    metrics = MetricsLog(run_dir / "metrics.csv")
+    metrics = MetricsLog(run_dir / "metrics.csv", fresh=not resume)
     iterations = max(1, config.steps // (config.n_steps * config.n_envs))
     start = 0
 
@@ -179,6 +179,7 @@ def _train_loop(config, run_dir, env, demos: Demos, expert_obs, expert_act, resu
         t0 = time.perf_counter()
         # 1. Collect agent transitions with the current policy.
         collect_rollout(model, env, config.n_steps, ledger)
+        t_rollout = time.perf_counter()
         n_steps, n_envs = buf.buffer_size, buf.n_envs
         agent_obs = buf.observations.reshape(n_steps * n_envs, -1).astype(np.float32)
         agent_act = np.clip(buf.actions.reshape(n_steps * n_envs, -1), -1.0, 1.0).astype(np.float32)
@@ -220,6 +221,7 @@ def _train_loop(config, run_dir, env, demos: Demos, expert_obs, expert_act, resu
         with torch.no_grad():
             last_values = model.policy.predict_values(obs_as_tensor(model._last_obs, model.device))
         buf.compute_returns_and_advantage(last_values=last_values, dones=model._last_episode_starts)
+        t_relabel = time.perf_counter()
 
         # 4. Update the policy to maximise r_phi with PPO.
         model._update_current_progress_remaining(model.num_timesteps, total_timesteps)
@@ -239,7 +241,11 @@ def _train_loop(config, run_dir, env, demos: Demos, expert_obs, expert_act, resu
             for key in ("length", "crashed", "success", "mean_speed_mps"):
                 row[f"charts/episode_{key}"] = float(np.mean([e[key] for e in ledger.episodes]))
             row["charts/episodes"] = len(ledger.episodes)
-        row["charts/sps"] = n_steps * n_envs / (time.perf_counter() - t0)
+        t_end = time.perf_counter()
+        row["charts/sps"] = n_steps * n_envs / (t_end - t0)
+        # Where the iteration's wall time went [s]: simulation + acting, discriminator update +
+        # relabelling + returns, PPO update (checkpoints, every checkpoint_interval_s, come after).
+        row["time/rollout_s"], row["time/discriminator_s"], row["time/ppo_s"] = t_rollout - t0, t_relabel - t_rollout, t_end - t_relabel
         _check_finite(model, iteration, {k: v for k, v in row.items() if k.startswith(("losses/", "disc/loss"))})
         metrics.write(model.num_timesteps, row)
         bar.update(n_steps * n_envs)
