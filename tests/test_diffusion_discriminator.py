@@ -17,6 +17,7 @@ from drive_drail.models.diffusion_discriminator import (
     alpha_bar_from_betas,
     bce_on_logits,
     cosine_beta_schedule,
+    minibatch_indices,
     sample_mirrored_timesteps,
 )
 from disc_helpers import auc, single_thread, toy, toy_pairs  # noqa: F401 (single_thread, toy: fixtures)
@@ -315,3 +316,14 @@ def test_bad_inputs_and_config_raise_clear_errors():
         disc.reward(np.zeros((4, 3)), np.zeros((5, 2)))
     with pytest.raises(ValueError, match="'scoring'"):
         DiffusionDiscriminatorConfig(scoring="shared")
+
+
+def test_minibatches_split_the_agent_pairs_evenly():
+    """A rollout of 256 pairs plus 10 absorbing ones makes 2 steps of 133, not 128 + 128 + 10."""
+    batches = list(minibatch_indices(1000, 266, 128, 2, torch.Generator().manual_seed(0)))
+    assert [len(a) for _, a in batches] == [133, 133, 133, 133]
+    assert all(len(e) == len(a) for e, a in batches)  # as many expert pairs as agent pairs
+    for epoch in (batches[:2], batches[2:]):  # every agent pair once per epoch
+        assert sorted(torch.cat([a for _, a in epoch]).tolist()) == list(range(266))
+    assert [len(a) for _, a in minibatch_indices(1000, 40, 128, 1, torch.Generator())] == [40]  # fewer than a batch: one step
+    assert [len(e) for e, _ in minibatch_indices(30, 200, 128, 1, torch.Generator())] == [30, 30]  # small expert set: all of it

@@ -300,14 +300,17 @@ def minibatch_indices(
     n_expert: int, n_agent: int, batch_size: int, epochs: int, generator: torch.Generator
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield ``(expert_idx, agent_idx)`` minibatches: ``epochs`` shuffled passes over the agent
-    pairs in chunks of ``batch_size``, each paired with ``batch_size`` expert pairs taken from a
-    shuffled expert order that cycles (so every expert pair gets used, none twice in a row)."""
+    pairs in ``round(n_agent / batch_size)`` (at least 1) chunks of equal size (+-1), each paired
+    with as many expert pairs taken from a shuffled expert order that cycles (so every expert pair
+    gets used, none twice in a row). Equal chunks, not ``batch_size`` and a remainder: a rollout
+    of 256 pairs plus a few absorbing ones would otherwise add a third step on a handful of pairs."""
     if n_expert == 0 or n_agent == 0:
         raise ValueError(f"discriminator update needs expert and agent pairs (got {n_expert} expert, {n_agent} agent)")
+    n_chunks = max(1, round(n_agent / batch_size))
     expert_order, cursor = torch.randperm(n_expert, generator=generator), 0
     for _ in range(epochs):
-        for agent_idx in torch.randperm(n_agent, generator=generator).split(batch_size):
-            take = min(batch_size, n_expert)
+        for agent_idx in torch.randperm(n_agent, generator=generator).tensor_split(n_chunks):
+            take = min(len(agent_idx), n_expert)
             if cursor + take > n_expert:
                 expert_order, cursor = torch.randperm(n_expert, generator=generator), 0
             yield expert_order[cursor : cursor + take], agent_idx
