@@ -223,3 +223,19 @@ def test_log_derived_observation_equals_the_adapter_observation(tmp_path):
     np.testing.assert_allclose(log_obs, np.array(sim_obs), atol=1e-4)
     # Every recorded vehicle carries lane context; the recorded ego is the adapter's.
     assert (log.tracks["lane_index"] >= 0).all()
+
+
+def test_no_traffic_car_starts_on_top_of_the_ego():
+    """On these held-out merge seeds MetaDrive places a car overlapping the ego on the on-ramp;
+    the adapter removes it, so no episode ends in a crash at its first step."""
+    env = make_env(load_scenario("metadrive_merge"), split="eval")
+    try:
+        for seed in (100008, 100010, 100011):
+            env.reset(seed=seed)
+            ego = env.ego
+            for vehicle in env.engine.traffic_manager.traffic_vehicles:
+                assert np.hypot(*(np.asarray(vehicle.position) - np.asarray(ego.position))) > (ego.LENGTH + vehicle.LENGTH) / 2
+            *_, info = env.step(np.array([0.0, 0.0]))
+            assert not info[base.INFO_CRASHED], seed
+    finally:
+        env.close()
