@@ -182,28 +182,6 @@ def wrap_angle(angle_rad: np.ndarray) -> np.ndarray:
     return np.pi - np.mod(np.pi - np.asarray(angle_rad), 2.0 * np.pi)
 
 
-def scene_to_batch(scene: Scene) -> SceneBatch:
-    """A one-scene :class:`SceneBatch` with the ego in slot 0."""
-    vehicles = [scene.ego, *scene.others]
-
-    def column(name: str, dtype: type = np.float64) -> np.ndarray:
-        return np.array([[getattr(v, name) for v in vehicles]], dtype=dtype)
-
-    return SceneBatch(
-        x_m=column("x_m"),
-        y_m=column("y_m"),
-        vx_mps=column("vx_mps"),
-        vy_mps=column("vy_mps"),
-        heading_rad=column("heading_rad"),
-        lane=column("lane", np.int64),
-        valid=np.ones((1, len(vehicles)), dtype=bool),
-        ego=np.zeros(1, dtype=np.int64),
-        lane_count=np.array([scene.lane.count], dtype=np.float64),
-        lane_offset_m=np.array([scene.lane.offset_m], dtype=np.float64),
-        lane_heading_rad=np.array([scene.lane.heading_rad], dtype=np.float64),
-    )
-
-
 def observe(scene: Scene) -> np.ndarray:
     """Normalised observation of one scene, shape ``[OBS_DIM]``, float32 (the ego is slot 0)."""
     vehicles = [scene.ego, *scene.others]

@@ -100,4 +100,4 @@ def test_single_scene_forms_are_bitwise_equal_to_the_batch_form():
         if ego == 0:
             vehicles = [spec.Vehicle(*vals, 4.5, 1.8, int(li)) for *vals, li in zip(x, y, vx, vy, heading, lane)]
             scene = spec.Scene(vehicles[0], vehicles[1:], spec.LaneContext(int(lane_count), offset, lane_heading))
-            np.testing.assert_array_equal(spec.observe(scene), spec.observe_batch(spec.scene_to_batch(scene))[0])
+            np.testing.assert_array_equal(spec.observe(scene), spec.observe_batch(batch)[0])

@@ -193,12 +193,12 @@ def _per_action(one: Callable[[float, float, VehicleLimits], tuple[float, float]
         rows = a.reshape(-1, 2).tolist()
         return np.array([one(x, y, limits) for x, y in rows], dtype=np.float64).reshape(a.shape)
 
-    mapped.__name__, mapped.__doc__ = one.__name__.lstrip("_"), one.__doc__
+    mapped.__name__, mapped.__doc__ = one.__name__.lstrip("_"), f"{one.__doc__} Shape ``[..., 2]``."
     return mapped
 
 
 def _physical_to_metadrive(accel_mps2: float, steer_rad: float, limits: VehicleLimits) -> tuple[float, float]:
-    """``[accel_mps2, steer_rad]`` -> MetaDrive ``[steering, throttle_brake]``, clipped to [-1, 1]. Shape ``[..., 2]``."""
+    """``[accel_mps2, steer_rad]`` -> MetaDrive ``[steering, throttle_brake]``, clipped to [-1, 1]."""
     steer_rad = _clip(steer_rad, -limits.max_spec_steer_rad, limits.max_spec_steer_rad)  # full lock (< pi/2, where tan turns)
     steering = _clip(spec_to_wheel_rad(steer_rad, limits) / limits.max_steering_rad, -1.0, 1.0)
     if accel_mps2 > 0.0:
@@ -209,7 +209,7 @@ def _physical_to_metadrive(accel_mps2: float, steer_rad: float, limits: VehicleL
 
 
 def _metadrive_to_physical(steering: float, throttle_brake: float, limits: VehicleLimits) -> tuple[float, float]:
-    """MetaDrive ``[steering, throttle_brake]`` -> ``[accel_mps2, steer_rad]`` (clipped to [-1, 1] first). Shape ``[..., 2]``."""
+    """MetaDrive ``[steering, throttle_brake]`` -> ``[accel_mps2, steer_rad]`` (clipped to [-1, 1] first)."""
     steering, tb = _clip(steering, -1.0, 1.0), _clip(throttle_brake, -1.0, 1.0)
     accel = tb * limits.max_accel_mps2 if tb > 0.0 else tb * limits.max_brake_mps2 if tb < 0.0 else -limits.coast_mps2
     return accel, wheel_to_spec_rad(steering * limits.max_steering_rad, limits)
@@ -562,9 +562,9 @@ class MetaDriveAdapter(base.SpecAdapter):
         stalled.set_break_down()
         return stalled, lane
 
-    def _clear_spawn(self) -> int:
+    def _clear_spawn(self) -> None:
         """Remove the traffic cars that start on top of (or within :data:`SPAWN_CLEARANCE_M` of) the
-        ego; returns how many. MetaDrive's traffic manager does not keep the ego's spawn lane free
+        ego. MetaDrive's traffic manager does not keep the ego's spawn lane free
         when the ego starts off its first block (an on-ramp): on 5 of 20 held-out merge seeds it
         placed a car overlapping the ego, a crash at the first step whatever the policy did."""
         ego, manager = self.ego, self.engine.traffic_manager
@@ -581,7 +581,6 @@ class MetaDriveAdapter(base.SpecAdapter):
             # No public API for this: what the manager's own after_step does when it removes a car.
             manager._traffic_vehicles = [v for v in manager._traffic_vehicles if v not in blocking]
             ego.crash_vehicle = False  # the reset's contact check saw the removed car; MetaDrive re-checks every step
-        return len(blocking)
 
     def _update_task(self) -> None:
         lane = self.ego.lane_index

@@ -27,12 +27,14 @@ class MetricsLog:
             self.path.unlink()
         if self.path.exists():
             text = self.path.read_text()
-            if text and not text.endswith("\n"):
-                text = text[: text.rfind("\n") + 1]  # the last row was being written when the run died
+            cut = bool(text) and not text.endswith("\n")  # the last row was being written when the run died
+            if cut:
+                text = text[: text.rfind("\n") + 1]
             reader = csv.DictReader(io.StringIO(text))
             self.rows = [dict(r) for r in reader]
             self.columns = list(reader.fieldnames or [])
-            self._rewrite()
+            if cut:  # before anything is appended after the cut line
+                self._rewrite()
 
     def write(self, global_step: int, values: dict[str, float]) -> None:
         """Append a row (columns may grow over a run)."""

@@ -75,7 +75,7 @@ def _sample_actions(model: PPO, obs: np.ndarray) -> np.ndarray:
 def collect_rollout(model: PPO, env: VecEnv, n_steps: int, ledger: EpisodeLedger) -> None:
     """Fill ``model.rollout_buffer`` with ``n_steps x n_envs`` transitions of the current policy.
 
-    Leaves rewards at 0 (the discriminator relabels them); advances ``model._last_obs``,
+    Leaves rewards at 0, as ``buf.reset()`` made them (the discriminator relabels them); advances ``model._last_obs``,
     ``model._last_episode_starts`` and ``model.num_timesteps`` as SB3's ``collect_rollouts`` does.
     """
     buf = model.rollout_buffer
@@ -103,5 +103,4 @@ def collect_rollout(model: PPO, env: VecEnv, n_steps: int, ledger: EpisodeLedger
         )
     buf.values[:] = values.reshape(n_steps, env.num_envs).cpu().numpy()
     buf.log_probs[:] = log_probs.reshape(n_steps, env.num_envs).cpu().numpy()
-    buf.rewards[:] = 0.0
     buf.pos, buf.full = n_steps, True
