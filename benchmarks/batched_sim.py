@@ -4,7 +4,7 @@ Env-steps/s (policy steps x scenes per second, including observations, episode l
 auto-resets) of:
 
 - highway-env, single process: the project's ``HighwayAdapter`` stepping one scene;
-- highway-env, 2-process vector env: the trainer's ``make_vec_env`` (SB3 ``SubprocVecEnv``);
+- highway-env, 2-process vector env: SB3 ``SubprocVecEnv`` over the trainer's environments, stepped in lock step;
 - the batched simulator (``BatchedHighwayEnv.step``) at B = 1, 64, 512, 4096, and its SB3
   adapter (``make_batched_vec_env``, per-scene info dicts) at the largest B.
 
@@ -78,10 +78,13 @@ def run_job(job: dict, queue: mp.Queue) -> None:
 
         b = 1
     elif kind == "highway_2proc":
-        from drive_drail.train.envs import make_vec_env
+        from stable_baselines3.common.vec_env import SubprocVecEnv
+
+        from drive_drail.train.envs import env_factory
 
         b = 2
-        env = make_vec_env(job["scenario"], b, np.zeros(spec.OBS_DIM), np.ones(spec.OBS_DIM), 0)
+        env = SubprocVecEnv([env_factory(job["scenario"], w, b, np.zeros(spec.OBS_DIM), np.ones(spec.OBS_DIM), 0) for w in range(b)],
+                            start_method="forkserver")
         env.reset()
 
         def step():

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import shlex
 import sys
 import time
@@ -66,8 +67,8 @@ def run(args: argparse.Namespace) -> dict:
                         scenario=name, algo=algo, demos=str(work / "pairs.parquet"), steps=args.steps, seed=seed,
                         sim=args.sim, n_envs=args.n_envs, n_steps=args.n_steps, batch_size=args.ppo_batch,
                         ppo_epochs=args.ppo_epochs, disc_epochs=args.disc_epochs, disc_batch=args.disc_batch,
-                        out=str(run_dir)))
-        # Runs are independent: --jobs of them at once, one torch thread each.
+                        torch_threads=max(1, (os.cpu_count() or 1) // args.jobs), out=str(run_dir)))
+        # Runs are independent: --jobs of them at once, sharing the cores.
         with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("forkserver")) as pool:
             for config, wall_s in zip(todo, pool.map(timed_train, todo)):
                 write_json(Path(config.out) / "wall_time.json", {"train_s": wall_s})

@@ -6,15 +6,18 @@ In one run, on one scenario:
 * training-loop env steps/s with 1 worker (rollouts + discriminator update + relabel +
   PPO update, all included) -> ratio to raw (target >= 0.85);
 * training-loop env steps/s with 2 workers -> ratio to 1 worker (target >= 1.7).
-Prints JSON.
+The three are measured one after the other, ``--repeats`` times in turn, so that a drift in
+this machine's speed hits every side alike; each ratio is taken within one round, and the
+median round is reported with all rounds listed. Prints JSON.
 
-    python benchmarks/trainer_overhead.py [--scenario lane_change] [--steps 2048]
+    python benchmarks/trainer_overhead.py [--scenario lane_change] [--steps 2048] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -65,6 +68,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenario", default="lane_change")
     parser.add_argument("--steps", type=int, default=2048, help="env steps per training run (8 iterations)")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of (raw, 1 worker, 2 workers)")
     args = parser.parse_args()
 
     from drive_drail.pairs.convert import ConvertConfig, convert_file
@@ -79,29 +83,32 @@ def main() -> None:
     from drive_drail.train.config import TrainConfig
 
     bc = train(TrainConfig(scenario=args.scenario, algo="bc", demos=demos, bc_epochs=1, out=str(work / "bc")), progress=False)
-    raw, raw_len = raw_steps_per_s(args.scenario, args.steps // 2, bc / "actor.pt")
-    one, one_len, one_phases = training_steps_per_s(args.scenario, demos, args.steps, 1, work / "one")
-    two, two_len, two_phases = training_steps_per_s(args.scenario, demos, args.steps, 2, work / "two")
+    rounds = []
+    for k in range(args.repeats):
+        raw, raw_len = raw_steps_per_s(args.scenario, args.steps // 2, bc / "actor.pt")
+        one, one_len, one_phases = training_steps_per_s(args.scenario, demos, args.steps, 1, work / f"one-{k}")
+        two, two_len, two_phases = training_steps_per_s(args.scenario, demos, args.steps, 2, work / f"two-{k}")
+        rounds.append({
+            "raw_env_steps_per_s": round(raw, 1),
+            "train_steps_per_s_1_worker": round(one, 1),
+            "train_steps_per_s_2_workers": round(two, 1),
+            "ratio_train_1_worker_to_raw": round(one / raw, 3),
+            "ratio_2_workers_to_1": round(two / one, 3),
+            "mean_episode_steps": {"raw": round(raw_len, 1), "1_worker": round(one_len, 1), "2_workers": round(two_len, 1)},
+            "iteration_seconds_1_worker": one_phases,
+            "iteration_seconds_2_workers": two_phases,
+        })
     print(json.dumps({
         "benchmark": "trainer_overhead",
         "scenario": args.scenario,
-        "raw_env_steps_per_s": round(raw, 1),
-        "raw_mean_episode_steps": round(raw_len, 1),
-        "train_mean_episode_steps_1_worker": round(one_len, 1),
-        "train_mean_episode_steps_2_workers": round(two_len, 1),
-        "train_steps_per_s_1_worker": round(one, 1),
-        "train_steps_per_s_2_workers": round(two, 1),
-        "ratio_train_1_worker_to_raw": round(one / raw, 3),
-        "target_ratio_to_raw": 0.85,
-        "ratio_2_workers_to_1": round(two / one, 3),
-        "target_ratio_2_to_1": 1.7,
         "steps_per_iteration": args.steps // 8,
-        "iteration_seconds_1_worker": one_phases,
-        "iteration_seconds_2_workers": two_phases,
-        "learner_share_of_iteration_2_workers": round(
-            (two_phases["discriminator_s"] + two_phases["ppo_s"]) / sum(two_phases.values()), 3),
+        "learner_torch_threads": TrainConfig.torch_threads or os.cpu_count(),  # the default: one per core
+        "ratio_train_1_worker_to_raw": float(np.median([r["ratio_train_1_worker_to_raw"] for r in rounds])),
+        "target_ratio_to_raw": 0.85,
+        "ratio_2_workers_to_1": float(np.median([r["ratio_2_workers_to_1"] for r in rounds])),
+        "target_ratio_2_to_1": 1.7,
+        "rounds": rounds,
     }, indent=2))
-
 
 if __name__ == "__main__":
     main()

@@ -67,6 +67,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
         task_filter=args.task_filter,
         sim=args.sim,
         checkpoint_interval_s=args.checkpoint_interval_s,
+        torch_threads=args.torch_threads,
     )
     try:
         run_dir = train(config, resume=args.resume, progress=not args.quiet, steps=args.steps)
@@ -185,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task-filter", action="store_true", help="train only on pairs labelled with the scenario's manoeuvre")
     p.add_argument("--out", help="run folder (default runs/SCENARIO-ALGO-sSEED)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--torch-threads", type=int, default=0,
+                   help="learner torch threads (default 0: one per core; 1 when runs share the machine)")
     p.add_argument("--checkpoint-interval-s", type=float, default=30.0,
                    help="seconds between checkpoints (default 30; the last iteration is always saved; 0: every iteration)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

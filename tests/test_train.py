@@ -30,7 +30,7 @@ def stop_demos(tmp_path_factory):
 
 def small(demos, out, **kw):
     base = dict(scenario="stop", algo="drail", demos=demos, steps=128, n_envs=1, n_steps=32, batch_size=32,
-                ppo_epochs=2, bc_epochs=2, disc_hidden=64, policy_hidden=(32, 32), out=str(out))
+                ppo_epochs=2, bc_epochs=2, disc_hidden=64, policy_hidden=(32, 32), torch_threads=1, out=str(out))
     return TrainConfig(**{**base, **kw})
 
 
@@ -161,14 +161,14 @@ def test_rollout_values_and_log_probs_match_the_policy(tmp_path):
     from drive_drail.train.adversarial import build_ppo
     from drive_drail.train.config import TrainConfig
     from drive_drail.train.envs import make_vec_env
-    from drive_drail.train.rollout import EpisodeLedger, collect_rollout
+    from drive_drail.train.rollout import collect_rollout
 
     config = TrainConfig(scenario="stop", n_envs=1, n_steps=16, batch_size=16, init_action_std=(0.5, 0.5))
     env = make_vec_env("stop", 1, np.zeros(spec.OBS_DIM), np.ones(spec.OBS_DIM), seed_offset=0)
     try:
         model = build_ppo(config, env, seed=0)
         model._setup_learn(16)
-        collect_rollout(model, env, 16, EpisodeLedger(1))
+        collect_rollout(model, env, 16, key=(0, 0))
     finally:
         env.close()
     buf = model.rollout_buffer

@@ -21,7 +21,7 @@ def test_drail_in_metadrive_completes_and_resumes(tmp_path):
     convert_file(str(log), str(tmp_path / "pairs.parquet"), "auto", ConvertConfig(action_hz=scenario.policy_frequency_hz))
     config = TrainConfig(scenario="metadrive_stop", algo="drail", demos=str(tmp_path / "pairs.parquet"), steps=64,
                          n_envs=2, n_steps=16, batch_size=16, ppo_epochs=2, bc_epochs=2, disc_hidden=64,
-                         policy_hidden=(32, 32), out=str(tmp_path / "run"))
+                         policy_hidden=(32, 32), torch_threads=1, out=str(tmp_path / "run"))
     run = train(config, progress=False)
     assert checkpoint.latest(run).name == "it-000002"
     run = train(config, resume=True, steps=128, progress=False)

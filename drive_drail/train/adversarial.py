@@ -24,6 +24,7 @@ Terminations are handled on purpose (METHOD.md pitfalls):
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 
@@ -45,7 +46,7 @@ from drive_drail.train.config import TrainConfig
 from drive_drail.train.demos import Demos, load_demos
 from drive_drail.train.envs import make_vec_env
 from drive_drail.train.metrics import MetricsLog
-from drive_drail.train.rollout import EpisodeLedger, collect_rollout
+from drive_drail.train.rollout import collect_rollout
 
 
 ABSORBING_REWARD_SAMPLES = 1024
@@ -118,7 +119,6 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, step
     scenario = load_scenario(config.scenario)
     demos = load_demos(config.demos, scenario.task if config.task_filter else None, scenario.policy_frequency_hz)
     set_random_seed(config.seed)
-    torch.set_num_threads(config.torch_threads)
     write_json(run_dir / "config.json", config.to_dict())
 
     # Expert data standardised once, with its own fixed statistics.
@@ -126,9 +126,12 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, step
     expert_act = demos.action_unit
 
     env = make_vec_env(config.scenario, config.n_envs, demos.obs_mean, demos.obs_std, seed_offset=config.seed, sim=config.sim)
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(config.torch_threads or os.cpu_count() or 1)
     try:
         return _train_loop(config, run_dir, env, demos, expert_obs, expert_act, resume, progress)
     finally:
+        torch.set_num_threads(threads_before)
         env.close()
 
 
@@ -161,7 +164,6 @@ def _train_loop(config, run_dir, env, demos: Demos, expert_obs, expert_act, resu
         if config.algo == "bc":
             iterations = 0
 
-    ledger = EpisodeLedger(config.n_envs)
     total_timesteps = iterations * config.n_steps * config.n_envs
     model._setup_learn(total_timesteps, reset_num_timesteps=not resume)  # logger, first reset of the envs
     if resume:
@@ -178,7 +180,7 @@ def _train_loop(config, run_dir, env, demos: Demos, expert_obs, expert_act, resu
     for iteration in range(start, iterations):
         t0 = time.perf_counter()
         # 1. Collect agent transitions with the current policy.
-        collect_rollout(model, env, config.n_steps, ledger)
+        rollout = collect_rollout(model, env, config.n_steps, key=(config.seed, iteration))
         t_rollout = time.perf_counter()
         n_steps, n_envs = buf.buffer_size, buf.n_envs
         agent_obs = buf.observations.reshape(n_steps * n_envs, -1).astype(np.float32)
@@ -188,7 +190,7 @@ def _train_loop(config, run_dir, env, demos: Demos, expert_obs, expert_act, resu
         # 2. Update phi with the gradient of L_D: expert batch vs agent batch (Eq. 3).
         disc_agent_obs = _with_flag(agent_obs, 0.0) if config.absorbing else agent_obs
         a_obs, a_act, a_weight = disc_agent_obs, agent_act, None
-        n_abs = len(ledger.terminated) if config.absorbing else 0
+        n_abs = len(rollout.terminated) if config.absorbing else 0
         if n_abs:
             # A failure leads to the absorbing state forever: gamma / (1 - gamma) discounted visits
             # in the agent's occupancy measure, the same factor its reward is paid with below.
@@ -206,16 +208,16 @@ def _train_loop(config, run_dir, env, demos: Demos, expert_obs, expert_act, resu
             r_abs = float(disc.reward(np.repeat(absorbing_obs, ABSORBING_REWARD_SAMPLES, 0),
                                       np.repeat(absorbing_act, ABSORBING_REWARD_SAMPLES, 0)).mean())
             row["charts/reward_absorbing"] = r_abs
-            for step, env_idx in ledger.terminated:
+            for step, env_idx in rollout.terminated:
                 reward[step, env_idx] += config.gamma / (1.0 - config.gamma) * r_abs
         if config.reward_norm:  # before the bootstrap: V already lives on the normalised scale
             ret_std.update(reward, buf.episode_starts, config.gamma)
             reward = reward / ret_std.std
-        if ledger.truncated:  # time limit: bootstrap, the episode would have gone on
-            final_obs = np.stack([o for _, _, o in ledger.truncated]).astype(np.float32)
+        if rollout.truncated:  # time limit: bootstrap, the episode would have gone on
+            final_obs = np.stack([o for _, _, o in rollout.truncated]).astype(np.float32)
             with torch.no_grad():
                 v_final = model.policy.predict_values(obs_as_tensor(final_obs, model.device)).cpu().numpy()[:, 0]
-            for (step, env_idx, _), v in zip(ledger.truncated, v_final):
+            for (step, env_idx, _), v in zip(rollout.truncated, v_final):
                 reward[step, env_idx] += config.gamma * v
         buf.rewards[:] = reward
         with torch.no_grad():
@@ -237,10 +239,10 @@ def _train_loop(config, run_dir, env, demos: Demos, expert_obs, expert_act, resu
                 "charts/learning_rate": sb3.get("train/learning_rate", float("nan")),
             }
         )
-        if ledger.episodes:
+        if rollout.episodes:
             for key in ("length", "crashed", "success", "mean_speed_mps"):
-                row[f"charts/episode_{key}"] = float(np.mean([e[key] for e in ledger.episodes]))
-            row["charts/episodes"] = len(ledger.episodes)
+                row[f"charts/episode_{key}"] = float(np.mean([e[key] for e in rollout.episodes]))
+            row["charts/episodes"] = len(rollout.episodes)
         t_end = time.perf_counter()
         row["charts/sps"] = n_steps * n_envs / (t_end - t0)
         # Where the iteration's wall time went [s]: simulation + acting, discriminator update +

@@ -70,8 +70,10 @@ class TrainConfig:
     """Initialise the adversarial policy by BC before PPO."""
     bc_lr: float = 1e-3
 
-    torch_threads: int = 1
-    """torch threads in the learner process; 1 leaves the other core to the env workers."""
+    torch_threads: int = 0
+    """torch threads in the learner process; 0 = one per core. The learner runs while the
+    simulator workers wait for the next policy (and acts with numpy), so it can use every core;
+    give 1 when several runs share the machine."""
 
     checkpoint_interval_s: float = 30.0
     """Checkpoint after the first iteration that ends this many seconds after the last checkpoint,
@@ -88,6 +90,8 @@ class TrainConfig:
             raise UserError(f"--sim: unknown simulator backend {self.sim!r} (adapter or batched)")
         if self.label_injection not in ("input", "film"):
             raise UserError(f"--label-injection: unknown value {self.label_injection!r} (input or film)")
+        if self.torch_threads < 0:
+            raise UserError("--torch-threads must be 0 (one per core) or positive")
         if self.steps <= 0 or self.n_envs <= 0 or self.n_steps <= 0:
             raise UserError("--steps, --n-envs and --n-steps must be positive")
 

@@ -61,19 +61,24 @@ def env_factory(
 
 
 def make_vec_env(scenario_name: str, n_envs: int, mean: np.ndarray, std: np.ndarray, seed_offset: int, sim: str = "adapter"):
-    """SB3 VecEnv of ``n_envs`` environments.
+    """The trainer's ``VecEnv`` of ``n_envs`` environments, able to play whole rollout segments on its own
+    (``collect_segments``, see ``drive_drail.train.rollout``).
 
-    ``sim="adapter"``: the scenario's simulator, in subprocesses when ``n_envs > 1``;
+    ``sim="adapter"``: the scenario's simulator, one subprocess per environment when ``n_envs > 1``
+    (:class:`~drive_drail.train.workers.RolloutWorkers`), in this process otherwise;
     ``sim="batched"``: the vectorised highway simulator, all scenes in this process.
     """
-    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from drive_drail.train.rollout import SegmentRunner
+    from drive_drail.train.workers import RolloutWorkers
 
     if sim == "batched":
         from drive_drail.sim.batched.vec_env import make_batched_vec_env
 
-        return make_batched_vec_env(scenario_name, n_envs, mean, std, seed=seed_offset)
+        return SegmentRunner(make_batched_vec_env(scenario_name, n_envs, mean, std, seed=seed_offset))
 
     fns = [env_factory(scenario_name, w, n_envs, mean, std, seed_offset) for w in range(n_envs)]
     if n_envs == 1:
-        return DummyVecEnv(fns)
-    return SubprocVecEnv(fns, start_method="forkserver")
+        return SegmentRunner(DummyVecEnv(fns))
+    return RolloutWorkers(fns)

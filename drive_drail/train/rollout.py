@@ -1,27 +1,68 @@
-"""Rollout collection for the adversarial loop: PPO's on-policy data, with the per-step work cut to the bone.
+"""Rollout collection for the adversarial loop: PPO's on-policy data, collected where the simulator runs.
 
-SB3's ``collect_rollouts`` runs the whole actor-critic on every step (actor, critic,
-distribution, log-probability, plus a value pass per time-limit truncation). The
-adversarial loop relabels every reward afterwards anyway, so here a step runs only the
-actor's mean and adds Gaussian noise,
+A step needs only the actor's mean plus Gaussian noise,
 
     a_t = mu_theta(s_t) + sigma_theta * eps_t,   eps_t ~ N(0, I),
 
-and V(s_t) and log pi_theta(a_t | s_t) for the whole rollout are evaluated afterwards in
-one batched pass. theta does not change during the rollout, so these are the numbers SB3
-computes step by step (up to float rounding). With one simulator worker this takes the
-policy's share of a step from ~0.3-1 ms to ~0.05 ms: the simulator then sets the pace.
+because the loop relabels every reward afterwards. So each simulator worker gets a numpy copy
+of the actor (:class:`ActorSnapshot`) and plays its whole share of the rollout on its own
+(:meth:`SegmentRunner.collect`), with no per-step round trip to the learner: with two
+workers on two cores, one worker's reset no longer stalls the other. V(s_t) and
+log pi_theta(a_t | s_t) of the whole rollout are evaluated afterwards in one batched pass
+(:func:`collect_rollout`). theta does not change during the rollout, so these are the
+numbers SB3's ``collect_rollouts`` computes step by step (up to float rounding).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.utils import obs_as_tensor
-from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from drive_drail.sim.base import INFO_CRASHED, INFO_SPEED_MPS, INFO_SUCCESS
+
+
+@dataclass
+class ActorSnapshot:
+    """The actor's mean network and exploration std as numpy float32 arrays: all a worker needs to act.
+
+    ``weights[i]``: ``[in_i, out_i]``, ``biases[i]``: ``[out_i]``; tanh after every layer but
+    the last. ``std``: ``[act_dim]``, in the policy's unit action scale.
+    """
+
+    weights: list[np.ndarray]
+    biases: list[np.ndarray]
+    std: np.ndarray
+
+    @classmethod
+    def from_policy(cls, policy) -> ActorSnapshot:
+        """Snapshot of an SB3 ``ActorCriticPolicy`` with a flat-vector input and a tanh MLP actor."""
+        hidden = list(policy.mlp_extractor.policy_net)
+        if any(not isinstance(m, (torch.nn.Linear, torch.nn.Tanh)) for m in hidden):
+            raise ValueError(f"ActorSnapshot supports tanh MLP actors only, got {hidden}")
+        layers = [m for m in hidden if isinstance(m, torch.nn.Linear)] + [policy.action_net]
+        with torch.no_grad():
+            return cls(
+                weights=[m.weight.detach().numpy().T.astype(np.float32) for m in layers],
+                biases=[m.bias.detach().numpy().astype(np.float32) for m in layers],
+                std=policy.log_std.exp().detach().numpy().astype(np.float32),
+            )
+
+    def mean(self, obs: np.ndarray) -> np.ndarray:
+        """``mu(s)`` for ``obs [n, obs_dim]`` -> ``[n, act_dim]``."""
+        h = np.asarray(obs, dtype=np.float32)
+        for w, b in zip(self.weights[:-1], self.biases[:-1]):
+            h = np.tanh(h @ w + b)
+        return h @ self.weights[-1] + self.biases[-1]
+
+    def sample(self, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """``mu(s) + sigma * eps`` -> ``[n, act_dim]`` (unclipped, as SB3 stores actions)."""
+        mean = self.mean(obs)
+        return mean + self.std * rng.standard_normal(mean.shape, dtype=np.float32)
 
 
 class EpisodeLedger:
@@ -63,37 +104,124 @@ class EpisodeLedger:
             self._length[env_idx], self._speed_sum_mps[env_idx] = 0, 0.0
 
 
-@torch.inference_mode()
-def _sample_actions(model: PPO, obs: np.ndarray) -> np.ndarray:
-    """``mu(s) + sigma * eps`` for ``obs [n_envs, obs_dim]`` -> ``[n_envs, act_dim]`` (unclipped, as SB3 stores it)."""
-    policy = model.policy
-    latent = policy.mlp_extractor.forward_actor(policy.extract_features(torch.as_tensor(obs), policy.pi_features_extractor))
-    mean = policy.action_net(latent)
-    return (mean + policy.log_std.exp() * torch.randn_like(mean)).numpy()
+@dataclass
+class Segment:
+    """``n_steps`` consecutive steps of ``n_envs`` environments under one policy.
+
+    ``obs [n_steps, n_envs, obs_dim]``: the observations acted on; ``actions [n_steps, n_envs,
+    act_dim]``: unclipped; ``episode_starts [n_steps, n_envs]``: 1 where ``obs`` is an episode's
+    first; ``last_obs [n_envs, obs_dim]`` / ``last_episode_starts [n_envs]``: where the next
+    segment starts. ``truncated``, ``terminated``, ``episodes``: as in :class:`EpisodeLedger`.
+    """
+
+    obs: np.ndarray
+    actions: np.ndarray
+    episode_starts: np.ndarray
+    last_obs: np.ndarray
+    last_episode_starts: np.ndarray
+    truncated: list[tuple[int, int, np.ndarray]] = field(default_factory=list)
+    terminated: list[tuple[int, int]] = field(default_factory=list)
+    episodes: list[dict] = field(default_factory=list)
+
+    @staticmethod
+    def concat(segments: list[Segment]) -> Segment:
+        """Side by side along the env axis; env indices of later segments are shifted."""
+        if len(segments) == 1:
+            return segments[0]
+        offsets = np.cumsum([0] + [s.obs.shape[1] for s in segments[:-1]])
+        return Segment(
+            obs=np.concatenate([s.obs for s in segments], axis=1),
+            actions=np.concatenate([s.actions for s in segments], axis=1),
+            episode_starts=np.concatenate([s.episode_starts for s in segments], axis=1),
+            last_obs=np.concatenate([s.last_obs for s in segments]),
+            last_episode_starts=np.concatenate([s.last_episode_starts for s in segments]),
+            truncated=[(t, int(e + k), o) for s, k in zip(segments, offsets) for t, e, o in s.truncated],
+            terminated=[(t, int(e + k)) for s, k in zip(segments, offsets) for t, e in s.terminated],
+            episodes=[e for s in segments for e in s.episodes],
+        )
 
 
-def collect_rollout(model: PPO, env: VecEnv, n_steps: int, ledger: EpisodeLedger) -> None:
+def noise_rng(key: tuple[int, ...], worker: int) -> np.random.Generator:
+    """The exploration noise of one worker for one rollout: a function of (run seed, iteration, worker)
+    only, so a run repeats, and a resumed run draws what the uninterrupted one would have."""
+    return np.random.default_rng([*key, worker])
+
+
+class SegmentRunner(VecEnvWrapper):
+    """A ``VecEnv`` that remembers where its environments are, so it can play a :class:`Segment` on its own.
+
+    Used in-process (one worker, or the batched simulator) and inside each subprocess worker
+    of :class:`drive_drail.train.workers.RolloutWorkers`.
+    """
+
+    def __init__(self, venv: VecEnv, worker: int = 0):
+        super().__init__(venv)
+        self.worker = worker
+        self.ledger = EpisodeLedger(venv.num_envs)
+        self.obs: np.ndarray | None = None
+        self.episode_starts = np.ones(venv.num_envs, dtype=bool)
+        self._step = 0
+
+    def spaces(self) -> tuple:
+        """``(observation_space, action_space)``: what a subprocess worker reports when it starts."""
+        return self.observation_space, self.action_space
+
+    def reset(self) -> np.ndarray:
+        self.obs = self.venv.reset()
+        self.episode_starts = np.ones(self.num_envs, dtype=bool)
+        return self.obs
+
+    def step_wait(self):
+        obs, rewards, dones, infos = self.venv.step_wait()
+        self.ledger.record(self._step, dones, infos)
+        self._step += 1
+        self.obs, self.episode_starts = obs, dones
+        return obs, rewards, dones, infos
+
+    def collect(self, actor: ActorSnapshot, n_steps: int, key: tuple[int, ...]) -> Segment:
+        """Play ``n_steps`` steps of every environment with ``actor`` plus noise from ``noise_rng(key, worker)``."""
+        if self.obs is None:
+            self.reset()
+        rng = noise_rng(key, self.worker)
+        n = self.num_envs
+        obs = np.zeros((n_steps, n, *self.observation_space.shape), np.float32)
+        actions = np.zeros((n_steps, n, *self.action_space.shape), np.float32)
+        starts = np.zeros((n_steps, n), np.float32)
+        low, high = self.action_space.low, self.action_space.high
+        self.ledger.start_rollout()
+        self._step = 0
+        for t in range(n_steps):
+            obs[t], starts[t] = self.obs, self.episode_starts
+            actions[t] = actor.sample(self.obs, rng)
+            self.step(np.clip(actions[t], low, high))
+        ledger = self.ledger
+        return Segment(obs, actions, starts, np.asarray(self.obs, np.float32), self.episode_starts.copy(),
+                       ledger.truncated, ledger.terminated, ledger.episodes)
+
+    def collect_segments(self, actor: ActorSnapshot, n_steps: int, key: tuple[int, ...]) -> list[Segment]:
+        return [self.collect(actor, n_steps, key)]
+
+
+def collect_rollout(model: PPO, env, n_steps: int, key: tuple[int, ...]) -> Segment:
     """Fill ``model.rollout_buffer`` with ``n_steps x n_envs`` transitions of the current policy.
 
-    Leaves rewards at 0, as ``buf.reset()`` made them (the discriminator relabels them); advances ``model._last_obs``,
-    ``model._last_episode_starts`` and ``model.num_timesteps`` as SB3's ``collect_rollouts`` does.
+    ``env``: a :class:`SegmentRunner` or :class:`~drive_drail.train.workers.RolloutWorkers`;
+    ``key``: seeds the exploration noise (see :func:`noise_rng`). Leaves rewards at 0, as
+    ``buf.reset()`` made them (the discriminator relabels them); advances ``model._last_obs``,
+    ``model._last_episode_starts`` and ``model.num_timesteps`` as SB3's ``collect_rollouts``
+    does. Returns the merged segment, whose episode ends the relabelling needs.
     """
     buf = model.rollout_buffer
     assert buf.buffer_size == n_steps, "the rollout buffer was built for another rollout length"
     policy = model.policy
     policy.set_training_mode(False)
     buf.reset()
-    ledger.start_rollout()
-    low, high = model.action_space.low, model.action_space.high
-    for step in range(n_steps):
-        actions = _sample_actions(model, model._last_obs)
-        new_obs, _, dones, infos = env.step(np.clip(actions, low, high))
-        model.num_timesteps += env.num_envs
-        ledger.record(step, dones, infos)
-        buf.observations[step] = model._last_obs
-        buf.actions[step] = actions
-        buf.episode_starts[step] = model._last_episode_starts
-        model._last_obs, model._last_episode_starts = new_obs, dones
+    segment = Segment.concat(env.collect_segments(ActorSnapshot.from_policy(policy), n_steps, key))
+    buf.observations[:] = segment.obs.reshape(buf.observations.shape)
+    buf.actions[:] = segment.actions.reshape(buf.actions.shape)
+    buf.episode_starts[:] = segment.episode_starts
+    model._last_obs, model._last_episode_starts = segment.last_obs, segment.last_episode_starts
+    model.num_timesteps += n_steps * env.num_envs
 
     # V(s_t) and log pi(a_t | s_t) of the whole rollout in one pass (theta is unchanged).
     n = n_steps * env.num_envs
@@ -104,3 +232,4 @@ def collect_rollout(model: PPO, env: VecEnv, n_steps: int, ledger: EpisodeLedger
     buf.values[:] = values.reshape(n_steps, env.num_envs).cpu().numpy()
     buf.log_probs[:] = log_probs.reshape(n_steps, env.num_envs).cpu().numpy()
     buf.pos, buf.full = n_steps, True
+    return segment
