@@ -62,6 +62,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
         label_injection=args.label_injection,
         batch_size=args.ppo_batch,
         ppo_epochs=args.ppo_epochs,
+        learning_rate=args.ppo_lr,
         disc_epochs=args.disc_epochs,
         disc_batch=args.disc_batch,
         task_filter=args.task_filter,
@@ -178,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-bc-warm-start", action="store_true", help="start PPO from a random policy")
     p.add_argument("--ppo-batch", type=int, default=128, help="PPO minibatch size (default 128)")
     p.add_argument("--ppo-epochs", type=int, default=10, help="PPO epochs per iteration (default 10)")
+    p.add_argument("--ppo-lr", type=float, default=1e-4, help="PPO learning rate, linearly decayed to 0 (default 1e-4)")
     p.add_argument("--disc-epochs", type=int, default=5, help="discriminator passes over each rollout (default 5)")
     p.add_argument("--disc-batch", type=int, default=128, help="discriminator minibatch, expert and agent each (default 128)")
     p.add_argument("--unshared", action="store_true", help="DRAIL: score the two labels with their own t and eps")
