@@ -110,6 +110,16 @@ def action_to_physical(action_unit: np.ndarray) -> np.ndarray:
     return _ACTION_LOW + (a + 1.0) * 0.5 * (_ACTION_HIGH - _ACTION_LOW)
 
 
+def action_to_physical_one(accel_unit: float, steer_unit: float) -> tuple[float, float]:
+    """:func:`action_to_physical` of one action on Python floats: ``(accel_mps2, steer_rad)``.
+    Equal to the array form (tested); simulator adapters call it every step, where numpy's
+    per-call cost on a 2-vector is most of the work."""
+    a = min(max(accel_unit, -1.0), 1.0)
+    s = min(max(steer_unit, -1.0), 1.0)
+    return (ACCEL_RANGE_MPS2[0] + (a + 1.0) * 0.5 * (ACCEL_RANGE_MPS2[1] - ACCEL_RANGE_MPS2[0]),
+            STEER_RANGE_RAD[0] + (s + 1.0) * 0.5 * (STEER_RANGE_RAD[1] - STEER_RANGE_RAD[0]))
+
+
 def action_to_unit(action_physical: np.ndarray) -> np.ndarray:
     """Inverse of :func:`action_to_physical`, clipped to [-1, 1]. Shape ``[..., 2]``."""
     a = np.asarray(action_physical, dtype=np.float64)

@@ -78,6 +78,16 @@ def test_action_mapping_round_trip():
     assert spec.MetaAction(0).name == "LANE_LEFT"
 
 
+def test_scalar_action_map_equals_the_array_form():
+    """action_to_physical_one (Python floats, used by the adapters every step) gives the array
+    form's numbers, clipping included."""
+    unit = np.random.default_rng(3).uniform(-1.5, 1.5, size=(500, 2))
+    expected = spec.action_to_physical(unit)
+    got = np.array([spec.action_to_physical_one(a, s) for a, s in unit.tolist()])
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+    assert (np.abs(unit) > 1).any()  # the clipping branch is exercised
+
+
 def test_single_scene_forms_are_bitwise_equal_to_the_batch_form():
     """observe / observe_one (Python floats) must give exactly observe_batch's numbers: the
     adapters use the former, the log converter and the batched simulator the latter."""

@@ -429,7 +429,7 @@ class MetaDriveAdapter(base.SpecAdapter):
         return self._observe(), self._info(final=False)
 
     def step(self, action_unit) -> tuple[np.ndarray, float, bool, bool, dict]:
-        accel_mps2, steer_rad = spec.action_to_physical(np.asarray(action_unit, dtype=np.float64).reshape(spec.ACTION_DIM)).tolist()
+        accel_mps2, steer_rad = spec.action_to_physical_one(*np.asarray(action_unit, dtype=np.float64).reshape(spec.ACTION_DIM).tolist())
         md_action = _physical_to_metadrive(accel_mps2, steer_rad, self.limits)  # one action: the scalar maps
         _, _, md_terminated, _, self._md_info = self._md.step(np.array(md_action))  # decision_repeat physics steps
         self.policy_steps += 1
@@ -609,7 +609,7 @@ class MetaDriveAdapter(base.SpecAdapter):
         else:
             span = self._gap_start_m - success.stopped_before_m
             done = (self._gap_start_m - self._gap_now_m) / span if span > 0 else 1.0
-        return float(np.clip(done, 0.0, 1.0))
+        return min(max(float(done), 0.0), 1.0)  # np.clip costs ~4 us on a scalar, every step
 
     def _info(self, final: bool, outcome: tuple[bool, bool, float] | None = None) -> dict:
         """The shared info keys; ``outcome = (crashed, offroad, route_completion)`` when the caller has them."""
