@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> dict:
                     todo.append(TrainConfig(
                         scenario=name, algo=algo, demos=str(work / "pairs.parquet"), steps=args.steps, seed=seed,
                         sim=args.sim, n_envs=args.n_envs, n_steps=args.n_steps, batch_size=args.ppo_batch,
-                        ppo_epochs=args.ppo_epochs, learning_rate=args.ppo_lr, disc_epochs=args.disc_epochs, disc_batch=args.disc_batch,
+                        ppo_epochs=args.ppo_epochs, learning_rate=args.ppo_lr, label_injection=args.label_injection, disc_epochs=args.disc_epochs, disc_batch=args.disc_batch,
                         torch_threads=max(1, (os.cpu_count() or 1) // args.jobs), out=str(run_dir)))
         # Runs are independent: --jobs of them at once, sharing the cores.
         with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("forkserver")) as pool:
@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> dict:
         results["scenarios"][name] = entry
     results["budget"] = {"env_steps_per_run": args.steps, "seeds": args.seeds, "demo_episodes": args.demo_episodes,
                          "eval_episodes_per_policy": args.eval_episodes, "sim": args.sim, "n_envs": args.n_envs,
-                         "n_steps": args.n_steps, "ppo_batch": args.ppo_batch, "ppo_epochs": args.ppo_epochs, "ppo_lr": args.ppo_lr,
+                         "n_steps": args.n_steps, "ppo_batch": args.ppo_batch, "ppo_epochs": args.ppo_epochs, "ppo_lr": args.ppo_lr, "label_injection": args.label_injection,
                          "disc_epochs": args.disc_epochs, "disc_batch": args.disc_batch, "jobs": args.jobs}
     results["wall_time_s"] = round(time.time() - started, 1)
     return results
@@ -152,6 +152,7 @@ def main() -> None:
     parser.add_argument("--ppo-epochs", type=int, default=10)
     parser.add_argument("--ppo-lr", type=float, default=1e-4, help="PPO learning rate (tables before 2026-11-25 11:00 used 3e-4)")
     parser.add_argument("--disc-epochs", type=int, default=5)
+    parser.add_argument("--label-injection", choices=["input", "film"], default="input", help="DRAIL's label: network input or FiLM")
     parser.add_argument("--disc-batch", type=int, default=128)
     parser.add_argument("--jobs", type=int, default=1, help="training runs at once (use 2 with --sim batched on 2 cores)")
     parser.add_argument("--demo-episodes", type=int, default=10)
