@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -102,7 +101,7 @@ def main() -> None:
         "benchmark": "trainer_overhead",
         "scenario": args.scenario,
         "steps_per_iteration": args.steps // 8,
-        "learner_torch_threads": TrainConfig.torch_threads or os.cpu_count(),  # the default: one per core
+        "learner_torch_threads": TrainConfig().learner_threads(),  # the default: one per core
         "ratio_train_1_worker_to_raw": float(np.median([r["ratio_train_1_worker_to_raw"] for r in rounds])),
         "target_ratio_to_raw": 0.85,
         "ratio_2_workers_to_1": float(np.median([r["ratio_2_workers_to_1"] for r in rounds])),

@@ -112,7 +112,7 @@ def action_to_physical(action_unit: np.ndarray) -> np.ndarray:
 
 def action_to_physical_one(accel_unit: float, steer_unit: float) -> tuple[float, float]:
     """:func:`action_to_physical` of one action on Python floats: ``(accel_mps2, steer_rad)``.
-    Equal to the array form (tested); simulator adapters call it every step, where numpy's
+    Equal to the array form (tested); the MetaDrive adapter calls it every step, where numpy's
     per-call cost on a 2-vector is most of the work."""
     a = min(max(accel_unit, -1.0), 1.0)
     s = min(max(steer_unit, -1.0), 1.0)

@@ -72,6 +72,10 @@ def test_segments_continue_episodes_across_rollouts_and_merge_env_indices(actor)
         a = workers.collect_segments(snapshot, 30, key=(0, 0))
         b = workers.collect_segments(snapshot, 30, key=(0, 1))
         obs, _, _, _ = workers.step(np.zeros((2, spec.ACTION_DIM), np.float32))  # still a plain VecEnv
+        assert workers.get_attr("n_workers") == [2, 2] and workers.env_is_wrapped(type(None)) == [False, False]
+        workers.set_attr("tag", "b", indices=1)
+        assert workers.get_attr("tag", indices=[1]) == ["b"]
+        assert workers.env_method("get_wrapper_attr", "worker") == [0, 1]
     finally:
         workers.close()
     assert obs.shape == (2, spec.OBS_DIM)

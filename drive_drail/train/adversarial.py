@@ -24,7 +24,6 @@ Terminations are handled on purpose (METHOD.md pitfalls):
 from __future__ import annotations
 
 import math
-import os
 import time
 from pathlib import Path
 
@@ -127,7 +126,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, step
 
     env = make_vec_env(config.scenario, config.n_envs, demos.obs_mean, demos.obs_std, seed_offset=config.seed, sim=config.sim)
     threads_before = torch.get_num_threads()
-    torch.set_num_threads(config.torch_threads or os.cpu_count() or 1)
+    torch.set_num_threads(config.learner_threads())
     try:
         return _train_loop(config, run_dir, env, demos, expert_obs, expert_act, resume, progress)
     finally:

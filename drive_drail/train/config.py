@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, fields
 
 ALGOS = ("drail", "drail-un", "gail", "diffail", "bc")
@@ -81,6 +82,10 @@ class TrainConfig:
     checkpoint_interval_s: float = 30.0
     """Checkpoint after the first iteration that ends this many seconds after the last checkpoint,
     and after the last iteration; 0 = after every iteration. A killed run loses at most this much."""
+
+    def learner_threads(self) -> int:
+        """The torch threads the learner uses: ``torch_threads``, or one per core when it is 0."""
+        return self.torch_threads or os.cpu_count() or 1
 
     def validate(self) -> None:
         from drive_drail.errors import UserError

@@ -68,7 +68,7 @@ class RolloutWorkers(VecEnv):
             work_remote.close()
         self.closed = False
         try:
-            observation_space, action_space = self._call_all("spaces")[0]
+            observation_space, action_space = self._call(range(len(self.remotes)), "spaces")[0]
         except BaseException:
             self.close()
             raise
@@ -94,19 +94,23 @@ class RolloutWorkers(VecEnv):
                 raise RuntimeError(f"rollout worker {w} failed:\n{tb}") from exc
         return [payload for _, payload in replies]
 
-    def _call_all(self, method: str, *args, **kwargs) -> list[Any]:
-        workers = range(len(self.remotes))
+    def _call(self, workers: Sequence[int], method: str, *args, **kwargs) -> list[Any]:
+        """``method(*args, **kwargs)`` on each worker's runner, all at once; one reply per worker."""
         self._send(workers, method, *args, **kwargs)
         return self._receive(workers)
+
+    def _call_per_env(self, indices, method: str, *args, **kwargs) -> list[Any]:
+        """A ``VecEnv`` method whose reply is a list per environment: each worker's one-env list, joined."""
+        return [value for reply in self._call(list(self._get_indices(indices)), method, *args, **kwargs) for value in reply]
 
     # -- the fast path ----------------------------------------------------------------------
     def collect_segments(self, actor: ActorSnapshot, n_steps: int, key: tuple[int, ...]) -> list[Segment]:
         """Every worker plays ``n_steps`` with ``actor``, all at once; one segment per worker."""
-        return self._call_all("collect", actor, n_steps, key)
+        return self._call(range(self.num_envs), "collect", actor, n_steps, key)
 
     # -- SB3 VecEnv -------------------------------------------------------------------------
     def reset(self) -> np.ndarray:
-        obs = np.concatenate(self._call_all("reset"))
+        obs = np.concatenate(self._call(range(self.num_envs), "reset"))
         self._reset_seeds()
         self._reset_options()
         return obs
@@ -135,25 +139,14 @@ class RolloutWorkers(VecEnv):
                 process.terminate()
         self.closed = True
 
-    def _indices(self, indices) -> list[int]:
-        return list(self._get_indices(indices))
-
     def get_attr(self, attr_name: str, indices=None) -> list[Any]:
-        workers = self._indices(indices)
-        self._send(workers, "get_attr", attr_name)
-        return [value for reply in self._receive(workers) for value in reply]
+        return self._call_per_env(indices, "get_attr", attr_name)
 
     def set_attr(self, attr_name: str, value: Any, indices=None) -> None:
-        workers = self._indices(indices)
-        self._send(workers, "set_attr", attr_name, value)
-        self._receive(workers)
+        self._call(list(self._get_indices(indices)), "set_attr", attr_name, value)
 
     def env_method(self, method_name: str, *method_args, indices=None, **method_kwargs) -> list[Any]:
-        workers = self._indices(indices)
-        self._send(workers, "env_method", method_name, *method_args, **method_kwargs)
-        return [value for reply in self._receive(workers) for value in reply]
+        return self._call_per_env(indices, "env_method", method_name, *method_args, **method_kwargs)
 
     def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices=None) -> list[bool]:
-        workers = self._indices(indices)
-        self._send(workers, "env_is_wrapped", wrapper_class)
-        return [value for reply in self._receive(workers) for value in reply]
+        return self._call_per_env(indices, "env_is_wrapped", wrapper_class)
