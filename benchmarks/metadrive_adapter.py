@@ -5,8 +5,10 @@ state-only, 10 Hz decisions of 5 physics steps) with the same actions from the s
 states: ``raw`` calls ``MetaDriveEnv.step`` with MetaDrive's action; ``adapter`` calls
 ``MetaDriveAdapter.step`` with the spec action (action map, scene extraction of every
 vehicle, the spec observation, outcome bookkeeping). Rounds alternate between the two
-and restart the episode from the same seed, so traffic and map are the same; medians
-over rounds. Target: ``ratio = adapter / raw >= 0.9``. Prints JSON only:
+and restart the episode from the same seed, so traffic and map are the same. The ratio is
+the median over rounds of each round's ``adapter / raw`` (the raw episode timed just before
+it), so a machine whose speed drifts between rounds moves both sides of a ratio alike.
+Target: ``ratio >= 0.9``. Prints JSON only:
 
     .venv/bin/python benchmarks/metadrive_adapter.py [--scenario metadrive_lane_change] [--steps 100] [--rounds 5]
 """
@@ -64,6 +66,7 @@ def main() -> None:
         env.close()
 
     adapter, raw = statistics.median(adapter_rates), statistics.median(raw_rates)
+    ratio = statistics.median(a / r for a, r in zip(adapter_rates, raw_rates))
     print(
         json.dumps(
             {
@@ -76,9 +79,10 @@ def main() -> None:
                 "rounds": args.rounds,
                 "raw_metadrive_steps_per_s": round(raw, 1),
                 "adapter_steps_per_s": round(adapter, 1),
-                "ratio": round(adapter / raw, 3),
+                "ratio": round(ratio, 3),
+                "ratio_of_medians": round(adapter / raw, 3),
                 "target_ratio": 0.9,
-                "meets_target": adapter / raw >= 0.9,
+                "meets_target": ratio >= 0.9,
                 "raw_rounds_steps_per_s": [round(r, 1) for r in raw_rates],
                 "adapter_rounds_steps_per_s": [round(r, 1) for r in adapter_rates],
                 "machine": {"python": platform.python_version(), "processor": platform.processor() or platform.machine()},
