@@ -152,7 +152,8 @@ def main() -> None:
     parser.add_argument("--ppo-epochs", type=int, default=10)
     parser.add_argument("--ppo-lr", type=float, default=1e-4, help="PPO learning rate (tables before 2026-11-25 11:00 used 3e-4)")
     parser.add_argument("--disc-epochs", type=int, default=5)
-    parser.add_argument("--label-injection", choices=["input", "film"], default="input", help="DRAIL's label: network input or FiLM")
+    parser.add_argument("--label-injection", choices=["input", "film"], default="film",
+                        help="DRAIL's label: FiLM (default; tables before 2026-11-25 14:00 used input) or network input")
     parser.add_argument("--disc-batch", type=int, default=128)
     parser.add_argument("--jobs", type=int, default=1, help="training runs at once (use 2 with --sim batched on 2 cores)")
     parser.add_argument("--demo-episodes", type=int, default=10)

@@ -1,12 +1,14 @@
 """DRAIL reward throughput: fused scoring (c+ and c- in ONE pass sharing t, eps) versus two
 separate passes with their own t and eps (the public implementation's way).
 
-Two network designs: the label concatenated to the input (METHOD.md's, the default), and the
-label as a FiLM of the last hidden layer (``label_injection="film"``), whose fused pass runs
-the label-free trunk once for both labels.
+Both network designs: the label as a FiLM of the last hidden layer (``label_injection="film"``,
+the default), whose fused pass runs the label-free trunk once, and the label concatenated to the
+input (METHOD.md's public implementation), whose fused pass shares only the first layer's x_t
+part and the time embedding. For each: the scoring pass alone (tensors in and out) and the
+reward end to end (numpy pairs in, numpy rewards out), fused against unshared.
 
-Both paths score the same weights on the same pairs, ``[batch, OBS_DIM + 2]``, with the
-default network. Times are medians over repeats after a warm-up, all inside one run.
+All paths of one design score the same weights on the same pairs, ``[batch, OBS_DIM + 2]``.
+Jobs run round-robin; each ratio is the median over repeats of the ratio within a repeat.
 Prints JSON only:
 
     .venv/bin/python benchmarks/reward_throughput.py [--batch 4096] [--repeats 20] [--device cpu] [--threads 0]
@@ -15,6 +17,7 @@ Prints JSON only:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import statistics
@@ -47,24 +50,23 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     obs_dim, act_dim = spec.OBS_DIM, spec.ACTION_DIM
-    configs = {
-        "fused": DiffusionDiscriminatorConfig(device=args.device),  # the default network and scoring
-        "unshared": DiffusionDiscriminatorConfig(device=args.device, scoring="unshared"),
-        "fused_unchunked": DiffusionDiscriminatorConfig(device=args.device, chunk_size=args.batch),
-        "unshared_unchunked": DiffusionDiscriminatorConfig(
-            device=args.device, scoring="unshared", chunk_size=args.batch
-        ),
-    }
-    configs["film_fused"] = DiffusionDiscriminatorConfig(device=args.device, label_injection="film")
-    configs["film_unshared"] = DiffusionDiscriminatorConfig(device=args.device, label_injection="film", scoring="unshared")
+    default = DiffusionDiscriminatorConfig(device=args.device)
+    designs = ("film", "input")
+    configs = {}
+    for design in designs:
+        base = dataclasses.replace(default, label_injection=design)
+        configs[f"{design}/fused"] = base
+        configs[f"{design}/unshared"] = dataclasses.replace(base, scoring="unshared")
+    configs["default/fused_unchunked"] = dataclasses.replace(default, chunk_size=args.batch)
     discs = {name: DiffusionDiscriminator(obs_dim, act_dim, cfg, seed=0) for name, cfg in configs.items()}
     for name, disc in discs.items():  # identical weights within each network design
-        disc.load_state_dict(discs["film_fused" if name.startswith("film") else "fused"].state_dict())
+        design = default.label_injection if name.startswith("default/") else name.split("/")[0]
+        disc.load_state_dict(discs[f"{design}/fused"].state_dict())
 
     rng = np.random.default_rng(0)
     obs = rng.standard_normal((args.batch, obs_dim)).astype(np.float32)
     act = rng.uniform(-1, 1, (args.batch, act_dim)).astype(np.float32)
-    x0 = discs["fused"].pairs(obs, act)
+    x0 = discs["film/fused"].pairs(obs, act)
     sync = torch.cuda.synchronize if x0.device.type == "cuda" else (lambda: None)
 
     def score(disc: DiffusionDiscriminator) -> Callable[[], torch.Tensor]:
@@ -76,11 +78,8 @@ def main() -> None:
 
         return run
 
-    def reward(disc: DiffusionDiscriminator) -> Callable[[], np.ndarray]:
-        return lambda: disc.reward(obs, act)
-
     jobs = {f"pass/{name}": score(disc) for name, disc in discs.items()}
-    jobs.update({f"reward/{name}": reward(discs[name]) for name in ("fused", "unshared", "film_fused", "film_unshared")})
+    jobs.update({f"reward/{name}": (lambda d=discs[name]: d.reward(obs, act)) for name in configs if not name.startswith("default/")})
     for job in jobs.values():
         for _ in range(args.warmup):
             job()
@@ -95,42 +94,40 @@ def main() -> None:
     def ratio(slow: str, fast: str) -> float:
         return statistics.median(a / b for a, b in zip(times[slow], times[fast]))
 
-    fused_cfg = configs["fused"]
+    def design_result(design: str) -> dict:
+        return {
+            "scoring_pass": {
+                "fused_pairs_per_s": args.batch / med[f"pass/{design}/fused"],
+                "unshared_two_pass_pairs_per_s": args.batch / med[f"pass/{design}/unshared"],
+                "ratio_fused_over_unshared": ratio(f"pass/{design}/unshared", f"pass/{design}/fused"),
+            },
+            "reward_end_to_end": {
+                "fused_pairs_per_s": args.batch / med[f"reward/{design}/fused"],
+                "unshared_two_pass_pairs_per_s": args.batch / med[f"reward/{design}/unshared"],
+                "ratio_fused_over_unshared": ratio(f"reward/{design}/unshared", f"reward/{design}/fused"),
+                "fused_ms_per_call": 1e3 * med[f"reward/{design}/fused"],
+            },
+        }
+
     result = {
         "benchmark": "reward_throughput",
         "batch": args.batch,
         "obs_dim": obs_dim,
         "act_dim": act_dim,
         "network": {
-            "hidden_dim": fused_cfg.hidden_dim,
-            "n_hidden_layers": fused_cfg.n_hidden_layers,
-            "activation": fused_cfg.activation,
-            "time_embed_dim": fused_cfg.time_embed_dim,
-            "label_dim": fused_cfg.label_dim,
+            "hidden_dim": default.hidden_dim,
+            "n_hidden_layers": default.n_hidden_layers,
+            "activation": default.activation,
+            "time_embed_dim": default.time_embed_dim,
+            "label_dim": default.label_dim,
+            "default_label_injection": default.label_injection,
         },
-        "scoring_pass": {
-            "fused_pairs_per_s": args.batch / med["pass/fused"],
-            "unshared_two_pass_pairs_per_s": args.batch / med["pass/unshared"],
-            "ratio_fused_over_unshared": ratio("pass/unshared", "pass/fused"),
-            "fused_unchunked_pairs_per_s": args.batch / med["pass/fused_unchunked"],
-            "unshared_unchunked_pairs_per_s": args.batch / med["pass/unshared_unchunked"],
-            "ratio_fused_over_unshared_unchunked": ratio("pass/unshared_unchunked", "pass/fused_unchunked"),
-            "ratio_chunked_over_unchunked_fused": ratio("pass/fused_unchunked", "pass/fused"),
-            "chunk_size": fused_cfg.chunk_size,
-        },
-        "reward_end_to_end": {
-            "fused_pairs_per_s": args.batch / med["reward/fused"],
-            "unshared_two_pass_pairs_per_s": args.batch / med["reward/unshared"],
-            "ratio_fused_over_unshared": ratio("reward/unshared", "reward/fused"),
-            "fused_ms_per_call": 1e3 * med["reward/fused"],
-        },
-        "film_label_injection": {
-            "note": "label as a FiLM of the last hidden layer: the fused pass runs the label-free trunk once",
-            "fused_pairs_per_s": args.batch / med["pass/film_fused"],
-            "unshared_two_pass_pairs_per_s": args.batch / med["pass/film_unshared"],
-            "ratio_fused_over_unshared": ratio("pass/film_unshared", "pass/film_fused"),
-            "reward_ratio_fused_over_unshared": ratio("reward/film_unshared", "reward/film_fused"),
-            "ratio_over_input_label_fused": ratio("pass/fused", "pass/film_fused"),
+        "film_label": design_result("film"),
+        "input_label": design_result("input"),
+        "ratio_film_fused_over_input_fused": ratio("pass/input/fused", "pass/film/fused"),
+        "chunking": {
+            "chunk_size": default.chunk_size,
+            "ratio_chunked_over_unchunked_fused": ratio("pass/default/fused_unchunked", f"pass/{default.label_injection}/fused"),
         },
         "target_ratio": 1.8,
         "timing": {"warmup": args.warmup, "repeats": args.repeats, "order": "round-robin", "statistic": "median"},

@@ -183,8 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--disc-epochs", type=int, default=5, help="discriminator passes over each rollout (default 5)")
     p.add_argument("--disc-batch", type=int, default=128, help="discriminator minibatch, expert and agent each (default 128)")
     p.add_argument("--unshared", action="store_true", help="DRAIL: score the two labels with their own t and eps")
-    p.add_argument("--label-injection", choices=["input", "film"], default="input",
-                   help="DRAIL: the label joins the input (default, METHOD.md) or scales the last hidden layer (film: cheaper fused scoring)")
+    p.add_argument("--label-injection", choices=["input", "film"], default="film",
+                   help="DRAIL: the label scales the last hidden layer (film, default: the fused pass runs the trunk once) "
+                        "or joins the network input (input, METHOD.md's public implementation)")
     p.add_argument("--task-filter", action="store_true", help="train only on pairs labelled with the scenario's manoeuvre")
     p.add_argument("--out", help="run folder (default runs/SCENARIO-ALGO-sSEED)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")

@@ -233,20 +233,26 @@ def test_unshared_mode_also_learns(toy):
     assert auc(disc.reward(*toy["expert_test"], seed=0), disc.reward(*toy["agent_test"], seed=0)) > 0.95
 
 
-def test_film_label_injection_learns_and_its_fused_pass_matches_two_passes(toy):
-    """The label on the last hidden layer (FiLM): starts with D = 1/2 everywhere, separates the toy
-    classes like the input-label network, and its fused pass (trunk once) equals one pass per label."""
-    config = DiffusionDiscriminatorConfig(hidden_dim=64, n_hidden_layers=2, lr=1e-3, label_injection="film")
+@pytest.mark.parametrize("label_injection", ["film", "input"])
+def test_each_label_injection_learns_and_its_fused_pass_matches_two_passes(toy, label_injection):
+    """Both places for the label (FiLM of the last hidden layer, the default; or the network input)
+    separate the toy classes, and each one's fused pass equals one pass per label. FiLM starts
+    with D = 1/2 everywhere (zero-initialised scale and shift: both labels equal)."""
+    config = DiffusionDiscriminatorConfig(hidden_dim=64, n_hidden_layers=2, lr=1e-3, label_injection=label_injection)
     disc = DiffusionDiscriminator(1, 1, config, seed=0)
-    assert np.all(disc.reward(*toy["expert_test"], seed=0) == 0.0)  # zero-initialised FiLM: both labels equal
+    assert disc.net.film == (label_injection == "film")
+    if label_injection == "film":
+        assert np.all(disc.reward(*toy["expert_test"], seed=0) == 0.0)
     for _ in range(15):
         disc.update(*toy["expert"], *toy["agent"])
     assert auc(disc.reward(*toy["expert_test"], seed=0), disc.reward(*toy["agent_test"], seed=0)) > 0.95
     x0 = disc.pairs(*toy_pairs(64, 0.0, seed=5))
     t, eps = disc.draw_noise(64, torch.Generator().manual_seed(1))
     with torch.no_grad():
-        for a, b in zip(disc.label_losses(x0, t, eps), disc.label_losses_two_passes(x0, t, eps)):
+        fused = disc.label_losses(x0, t, eps)
+        for a, b in zip(fused, disc.label_losses_two_passes(x0, t, eps)):
             assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(fused[0], fused[1])
 
 
 def test_drail_un_learns_with_a_signed_reward(toy):

@@ -52,7 +52,11 @@ def test_drail_un_is_drail_without_the_label():
     drail = make_discriminator("drail", 5, 2, SMALL_DIFFUSION)
     drail_un = make_discriminator("drail-un", 5, 2, SMALL_DIFFUSION)
     assert drail.conditional and not drail_un.conditional
-    assert drail.net.input_layer.in_features == 7 + 10 and drail_un.net.input_layer.in_features == 7
+    # the default FiLM label acts on the last hidden layer; DRAIL-UN has no label anywhere
+    assert drail.net.film and drail.net.label_film.in_features == 10 and drail.net.input_layer.in_features == 7
+    assert not drail_un.net.film and not hasattr(drail_un.net, "label_film") and drail_un.net.input_layer.in_features == 7
+    drail_input = make_discriminator("drail", 5, 2, {**SMALL_DIFFUSION, "label_injection": "input"})
+    assert drail_input.net.input_layer.in_features == 7 + 10
 
 
 def test_factory_names_bad_algo_and_bad_key():

@@ -60,6 +60,13 @@ def test_same_seed_same_run(stop_demos, tmp_path):
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)
 
 
+def test_saved_config_round_trips_and_an_old_run_keeps_its_input_label(tmp_path):
+    config = TrainConfig(scenario="stop", algo="drail", demos="pairs.parquet", out=str(tmp_path))
+    assert TrainConfig.from_dict(config.to_dict()) == config and config.label_injection == "film"
+    old = {k: v for k, v in config.to_dict().items() if k != "label_injection"}  # saved before FiLM existed
+    assert TrainConfig.from_dict(old).label_injection == "input"
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_from_its_last_checkpoint(stop_demos, tmp_path):
     out = tmp_path / "run"

@@ -20,6 +20,9 @@ Conventions worth knowing:
 - Scoring modes (:attr:`DiffusionDiscriminatorConfig.scoring`): ``"fused"`` (default) scores c+
   and c- in ONE batched forward pass sharing t and eps; ``"unshared"`` runs two passes that
   draw their own t and eps, as the authors' public implementation does.
+- Label injection (:attr:`DiffusionDiscriminatorConfig.label_injection`): ``"film"`` (default) scales
+  and shifts the last hidden layer by the label, so the fused pass runs the label-free trunk once;
+  ``"input"`` concatenates the label to x_t as the public implementation does.
 - ``conditional=False`` removes the label: the DRAIL-UN ablation (see :class:`DiffusionDiscriminator`).
 """
 
@@ -110,12 +113,12 @@ class DiffusionDiscriminatorConfig:
     """Number of sinusoidal features of t that the learned time embedding maps from."""
     label_dim: int = 10
     """Size of the label vector: all ones = c+ (real), all zeros = c- (fake)."""
-    label_injection: str = "input"
-    """Where the label enters eps_phi. "input": concatenated to x_t (METHOD.md, the public
-    implementation). "film": a learned per-label scale and shift of the LAST hidden layer's
-    pre-activation (FiLM), so everything before it is label-free and the fused pass computes it
-    once for both labels: ~1.6-1.8x cheaper to score both labels on CPU, where compute, not
-    launches, is the cost."""
+    label_injection: str = "film"
+    """Where the label enters eps_phi. "film" (default): a learned per-label scale and shift of the
+    LAST hidden layer's pre-activation, so everything before it is label-free and the fused pass
+    computes it once for both labels (~1.7-1.9x cheaper to score both labels on CPU, where compute,
+    not launches, is the cost). "input": concatenated to x_t, as in METHOD.md's public
+    implementation; its fused pass shares only the first layer's x_t part and the time embedding."""
     scoring: str = "fused"
     """"fused": c+ and c- in ONE forward pass sharing t and eps; "unshared": two passes, each
     with its own t and eps (the public implementation's way). Used in training and reward."""
