@@ -26,6 +26,7 @@ from drive_drail.sim.metadrive import (  # noqa: E402
     _heading_rad,
     _kinematics,
     _speed_mps,
+    lane_frame,
     metadrive_to_physical,
     metadrive_to_spec_unit,
     physical_to_metadrive,
@@ -249,5 +250,29 @@ def test_no_traffic_car_starts_on_top_of_the_ego():
                 assert np.hypot(*(np.asarray(vehicle.position) - np.asarray(ego.position))) > (ego.LENGTH + vehicle.LENGTH) / 2
             *_, info = env.step(np.array([0.0, 0.0]))
             assert not info[base.INFO_CRASHED], seed
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize("name", ["metadrive_lane_change", "metadrive_merge", "metadrive_stop"])
+def test_lane_frames_equal_metadrives_lane_geometry(name):
+    """The per-episode straight-lane shortcut gives lane_frame's numbers (and local_coordinates'
+    distance along the lane) for points on and off every lane of the map, straight or not."""
+    env = make_env(load_scenario(name), split="train")
+    try:
+        env.reset()
+        frames, network = env._lane_frames, env.road_network
+        rng = np.random.default_rng(0)
+        straight = 0
+        for lanes in (lanes for tos in network.graph.values() for lanes in tos.values()):
+            for lane in lanes:
+                straight += frames._straight(lane) is not None
+                for _ in range(3):
+                    x, y = (float(c) for c in lane.position(rng.uniform(0, lane.length), rng.uniform(-4, 4)))
+                    fast, general = frames.frame(lane, x, y), lane_frame(lane, network, x, y)
+                    assert fast[:2] == general[:2] and fast[3] == general[3]
+                    assert fast[2] == pytest.approx(general[2], abs=1e-9)
+                    assert frames.longitudinal_m(lane, x, y) == pytest.approx(lane.local_coordinates((x, y))[0], abs=1e-9)
+        assert straight > 0
     finally:
         env.close()

@@ -262,6 +262,53 @@ def lane_frame(lane, road_network, x_m: float, y_m: float) -> tuple[int, int, fl
     return int(i), len(road_network.graph[f][t]), float(offset), h
 
 
+class LaneFrames:
+    """:func:`lane_frame` and the distance along a lane for one map, with each straight lane's
+    geometry read once into Python floats (MetaDrive's lane methods work on numpy scalars and
+    cost ~5-30 us a call inside a physics step; the adapter asks every step).
+
+    A straight lane's frame is closed-form: heading constant, offset = the point's lateral
+    coordinate from the lane start (equal to :func:`lane_frame` to ~1e-12 m). Other lanes
+    (MetaDrive's arcs) take :func:`lane_frame`'s general path.
+    """
+
+    def __init__(self, road_network):
+        from metadrive.component.lane.straight_lane import StraightLane
+
+        self.road_network = road_network
+        self._straight_lane = StraightLane
+        self._geometry: dict[tuple, tuple | None] = {}  # lane.index -> (x0, y0, cos_h, sin_h, heading, index, count)
+
+    def _straight(self, lane) -> tuple | None:
+        index = lane.index
+        try:
+            return self._geometry[index]
+        except KeyError:
+            geometry = None
+            if type(lane) is self._straight_lane:
+                h = float(lane.heading)
+                f, t, i = index
+                geometry = (float(lane.start[0]), float(lane.start[1]), math.cos(h), math.sin(h), h, int(i), len(self.road_network.graph[f][t]))
+            self._geometry[index] = geometry
+            return geometry
+
+    def frame(self, lane, x_m: float, y_m: float) -> tuple[int, int, float, float]:
+        """``(lane_index, lane_count, lane_offset_m (+ left), lane_heading_rad)``, as :func:`lane_frame`."""
+        g = self._straight(lane)
+        if g is None:
+            return lane_frame(lane, self.road_network, x_m, y_m)
+        x0, y0, c, s, h, index, count = g
+        return index, count, -s * (x_m - x0) + c * (y_m - y0), h
+
+    def longitudinal_m(self, lane, x_m: float, y_m: float) -> float:
+        """Distance along ``lane`` from its start to the point's projection [m] (``local_coordinates[0]``)."""
+        g = self._straight(lane)
+        if g is None:
+            return float(lane.local_coordinates((x_m, y_m))[0])
+        x0, y0, c, s = g[:4]
+        return (x_m - x0) * c + (y_m - y0) * s
+
+
 @cache
 def _object_classes() -> tuple[type, type]:
     """MetaDrive's (vehicle, traffic object) base classes: the objects a scene holds (imported late,
@@ -485,12 +532,12 @@ class MetaDriveAdapter(base.SpecAdapter):
         ego, objects = self.ego, self._objects()
         vehicle_class = _object_classes()[0]
         active = {id(v) for v in self.engine.traffic_manager.traffic_vehicles}
-        network, on_ramp_lanes = self.road_network, self._on_ramp_lanes
+        frames, on_ramp_lanes = self._lane_frames, self._on_ramp_lanes
         states, lanes, flags, tracks = [], [], [], []  # per row: 9 floats, 2 ints, 2 bools, its Track
         for o in objects:
             x, y, vx, vy, h = _kinematics(o)
             lane = self._lane_of(o)
-            index, count, offset, lane_heading = lane_frame(lane, network, x, y) if lane is not None else (-1, 0, 0.0, h)
+            index, count, offset, lane_heading = frames.frame(lane, x, y) if lane is not None else (-1, 0, 0.0, h)
             states.append((x, y, vx, vy, h, o.LENGTH, o.WIDTH, offset, lane_heading))
             lanes.append((index, count))
             is_expert = isinstance(o, vehicle_class) and (o is ego or id(o) in active) and not getattr(o, "break_down", False)
@@ -532,7 +579,7 @@ class MetaDriveAdapter(base.SpecAdapter):
         lanes = [self._lane_of(o) for o in objects]
         lane_index = [lane.index[2] if lane is not None else -1 for lane in lanes]
         if lanes[0] is not None:
-            lane_index[0], count, offset, lane_heading = lane_frame(lanes[0], self._road_network, x[0], y[0])
+            lane_index[0], count, offset, lane_heading = self._lane_frames.frame(lanes[0], x[0], y[0])
         else:
             count, offset, lane_heading = 0, 0.0, h[0]
         return spec.observe_one(x, y, vx, vy, h, lane_index, 0, count, offset, lane_heading)
@@ -573,9 +620,9 @@ class MetaDriveAdapter(base.SpecAdapter):
     def _start_task(self) -> None:
         ego, task, success = self.ego, self.scenario.task, self.scenario.success
         self._on_ramp_lanes = on_ramp_lanes(self._md.current_map)
-        self._road_network = self.road_network  # this episode's map (read every step)
+        self._lane_frames = LaneFrames(self.road_network)  # this episode's map (read every step)
         self._lane_changes = 0
-        self._last_lane = ego.lane_index
+        self._last_lane = ego.lane_index  # the ego's (from, to, id) lane after the latest step
         self._stopped_s = 0.0
         self._travelled_start_m = float(ego.navigation.travelled_length)
         if task == "stop":
@@ -617,7 +664,7 @@ class MetaDriveAdapter(base.SpecAdapter):
             ego.crash_vehicle = False  # the reset's contact check saw the removed car; MetaDrive re-checks every step
 
     def _update_task(self) -> None:
-        lane = self.ego.lane_index
+        lane = self.ego.lane_index  # read once a step: _info uses _last_lane
         if lane[:2] == self._last_lane[:2] and lane[2] != self._last_lane[2]:
             self._lane_changes += 1
         self._last_lane = lane
@@ -629,8 +676,9 @@ class MetaDriveAdapter(base.SpecAdapter):
     def _gap_m(self) -> float:
         """stop: bumper gap from the ego's front to the stalled vehicle's rear, along its (straight) lane [m]."""
         lane, ego, stalled = self._stall_lane, self.ego, self.stalled
-        s_ego = lane.local_coordinates(ego.origin.getPos())[0]  # the node's x, y: what ``position`` wraps
-        s_stalled = lane.local_coordinates(stalled.origin.getPos())[0]
+        ego_pos, stalled_pos = ego.origin.getPos(), stalled.origin.getPos()  # the nodes' x, y: what ``position`` wraps
+        s_ego = self._lane_frames.longitudinal_m(lane, ego_pos[0], ego_pos[1])
+        s_stalled = self._lane_frames.longitudinal_m(lane, stalled_pos[0], stalled_pos[1])
         return float(s_stalled - s_ego - (ego.LENGTH + stalled.LENGTH) / 2)
 
     def _route_completion(self) -> float:
@@ -657,10 +705,10 @@ class MetaDriveAdapter(base.SpecAdapter):
             offroad=offroad,
             route_completion=completion,
             speed_mps=_speed_mps(ego),
-            lane_index=int(ego.lane_index[2]),
+            lane_index=int(self._last_lane[2]),
             time_s=self.policy_steps * self.policy_dt_s,
             arrived=arrived,
-            merged=(ego.lane_index not in self._on_ramp_lanes) if task == "merge" else None,
+            merged=(self._last_lane not in self._on_ramp_lanes) if task == "merge" else None,
             gap_m=self._gap_now_m if task == "stop" else None,
             stopped_s=self._stopped_s if task == "stop" else None,
             arrive_dest=arrived,
