@@ -530,7 +530,6 @@ class MetaDriveAdapter(base.SpecAdapter):
     def frame_rows(self) -> FrameRows:
         """All objects now, ego first, as record-format state columns."""
         ego, objects = self.ego, self._objects()
-        vehicle_class = _object_classes()[0]
         active = {id(v) for v in self.engine.traffic_manager.traffic_vehicles}
         frames, on_ramp_lanes = self._lane_frames, self._on_ramp_lanes
         states, lanes, flags, tracks = [], [], [], []  # per row: 9 floats, 2 ints, 2 bools, its Track
@@ -540,7 +539,7 @@ class MetaDriveAdapter(base.SpecAdapter):
             index, count, offset, lane_heading = frames.frame(lane, x, y) if lane is not None else (-1, 0, 0.0, h)
             states.append((x, y, vx, vy, h, o.LENGTH, o.WIDTH, offset, lane_heading))
             lanes.append((index, count))
-            is_expert = isinstance(o, vehicle_class) and (o is ego or id(o) in active) and not getattr(o, "break_down", False)
+            is_expert = _is_vehicle(type(o)) and (o is ego or id(o) in active) and not getattr(o, "break_down", False)
             flags.append((lane is not None and lane.index in on_ramp_lanes, is_expert))
             track = self._tracks.get(o.name)
             if track is None:
