@@ -7,7 +7,8 @@ Layout of a run folder::
     checkpoints/it-000012/       one complete checkpoint:
         ppo.zip                  SB3 policy, value net and optimiser state
         disc.pt                  discriminator weights and optimiser state
-        state.pt                 iteration, global step, RNG states, reward normaliser
+        state.pt                 iteration, global step, config, RNG states, reward normaliser
+                                 (tensors and plain Python values only)
         normalizer.npz           the fixed observation normaliser (expert statistics)
         actor.pt                 the deployable deterministic actor at this point
     checkpoints/latest           name of the newest complete checkpoint
@@ -15,6 +16,11 @@ Layout of a run folder::
 
 A checkpoint is written into a temp folder and renamed into place, then ``latest`` is
 replaced atomically: a run killed at any moment resumes from its last checkpoint.
+
+Loading a checkpoint never runs code: ``state.pt`` and ``disc.pt`` hold only tensors and
+plain Python values and are read with ``torch.load(weights_only=True)``, whose unpickler
+admits nothing else (SB3 reads ``ppo.zip`` the same way). A file that needs more, a crafted
+one or one from a version that pickled numpy objects, is refused with :class:`CheckpointError`.
 """
 
 from __future__ import annotations
@@ -29,8 +35,27 @@ import numpy as np
 import torch
 
 from drive_drail.atomic import torch_save, write_text
+from drive_drail.errors import UserError
 from drive_drail.models.policy import DeterministicActor
 from drive_drail.train.config import TrainConfig
+
+class CheckpointError(UserError):
+    """A checkpoint file that cannot be loaded safely (tampered, truncated, or from an old version)."""
+
+
+def safe_load(path: Path) -> dict:
+    """``torch.load`` restricted to tensors and plain containers; anything else is refused, never run."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing checkpoint file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError, RuntimeError (truncated zip), EOFError, ...
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: not a safe drive-drail checkpoint ({first})") from None
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"{path}: expected a dict of tensors and plain values, got {type(payload).__name__}")
+    return payload
+
 
 KEEP = 2
 """Complete checkpoints kept; older ones are deleted."""
@@ -54,6 +79,18 @@ class RunningStd:
                 d = x - self.mean
                 self.mean += d / self.count
                 self.m2 += d * (x - self.mean)
+
+    def to_dict(self) -> dict:
+        """Plain values only (the running return as a tensor), for a weights-only checkpoint."""
+        return {"count": int(self.count), "mean": float(self.mean), "m2": float(self.m2),
+                "ret": None if self.ret is None else torch.as_tensor(self.ret, dtype=torch.float64)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunningStd":
+        out = cls()
+        out.count, out.mean, out.m2 = int(d["count"]), float(d["mean"]), float(d["m2"])
+        out.ret = None if d["ret"] is None else np.asarray(d["ret"].numpy(), dtype=np.float64)
+        return out
 
     @property
     def std(self) -> float:
@@ -83,7 +120,9 @@ def load_config(run_dir: Path) -> TrainConfig | None:
     path = latest(run_dir)
     if path is None:
         return None
-    payload = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
+    payload = safe_load(path / "state.pt")
+    if not isinstance(payload.get("config"), dict):
+        raise CheckpointError(f"{path / 'state.pt'}: key 'config' missing or not a dict")
     return TrainConfig.from_dict(payload["config"])
 
 
@@ -104,9 +143,9 @@ def save(run_dir: Path, iteration: int, model, disc, demos, ret_std: RunningStd,
                 "iteration": iteration,
                 "global_step": int(model.num_timesteps),
                 "config": config.to_dict(),
-                "ret_std": ret_std.__dict__,
+                "ret_std": ret_std.to_dict(),
                 "torch_rng": torch.get_rng_state(),
-                "numpy_rng": np.random.get_state(),
+                "numpy_rng": _numpy_rng_to_plain(np.random.get_state()),
                 "python_rng": random.getstate(),
             },
             tmp / "state.pt",
@@ -129,13 +168,34 @@ def restore(run_dir: Path, model, disc) -> State:
     path = latest(run_dir)
     if path is None:
         raise FileNotFoundError(f"{run_dir}: no checkpoint")
-    payload = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
-    model.set_parameters(str(path / "ppo.zip"), exact_match=True, device="cpu")
-    if disc is not None:
-        disc.load_state_dict(torch.load(path / "disc.pt", map_location="cpu", weights_only=False))
-    torch.set_rng_state(payload["torch_rng"])
-    np.random.set_state(payload["numpy_rng"])
-    random.setstate(payload["python_rng"])
-    ret_std = RunningStd()
-    ret_std.__dict__.update(payload["ret_std"])
-    return State(payload["iteration"], payload["global_step"], ret_std)
+    state_path = path / "state.pt"
+    payload = safe_load(state_path)
+    disc_state = safe_load(path / "disc.pt") if disc is not None else None
+    try:
+        model.set_parameters(str(path / "ppo.zip"), exact_match=True, device="cpu")
+    except Exception as exc:
+        raise CheckpointError(f"{path / 'ppo.zip'}: cannot load the PPO parameters ({str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__})") from None
+    try:
+        if disc_state is not None:
+            disc.load_state_dict(disc_state)
+        torch.set_rng_state(payload["torch_rng"])
+        np.random.set_state(_numpy_rng_from_plain(payload["numpy_rng"]))
+        random.setstate(payload["python_rng"])
+        ret_std = RunningStd.from_dict(payload["ret_std"])
+        return State(int(payload["iteration"]), int(payload["global_step"]), ret_std)
+    except KeyError as exc:
+        raise CheckpointError(f"{state_path if disc_state is None else path}: checkpoint key {exc} missing") from None
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: checkpoint state does not fit this run ({str(exc).splitlines()[0][:200]})") from None
+
+
+def _numpy_rng_to_plain(state: tuple) -> dict:
+    """``np.random.get_state()`` (legacy MT19937) as a dict of a tensor and Python numbers."""
+    kind, keys, pos, has_gauss, cached = state
+    return {"kind": kind, "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+
+
+def _numpy_rng_from_plain(d: dict) -> tuple:
+    return (str(d["kind"]), np.asarray(d["keys"].numpy(), dtype=np.uint32), int(d["pos"]), int(d["has_gauss"]),
+            float(d["cached_gaussian"]))
