@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ from drive_drail.logs.simlog import SimLogReader, read_simlog_meta
 from drive_drail.record import EGO_TRACK_ID, record_episodes
 from drive_drail.scenario import ScenarioError, load_scenario
 from drive_drail.sim import make_env
+from log_factories import make_highd
 
 EPISODE_S = 9.0  # long enough to stop and hold
 
@@ -130,3 +133,33 @@ def test_too_many_episodes_for_the_train_seeds(stop_scenario, tmp_path):
     with pytest.raises(ScenarioError, match="train_seeds"):
         record_episodes(short, n_episodes=2, seed=1, out_path=tmp_path / "x.parquet", progress=False)
     assert not (tmp_path / "x.parquet").exists()
+
+
+def test_egos_choose_the_task_driver_by_default_and_traffic_on_request(recorded):
+    from drive_drail.logs.registry import read_log
+    from drive_drail.pairs.convert import ConvertConfig, convert
+
+    log = read_log(str(recorded), "auto")
+    assert log.ego_track_id == EGO_TRACK_ID
+    by_egos = {egos: convert(log, ConvertConfig(action_hz=5.0, egos=egos)) for egos in ("auto", "ego", "moving", "expert", "all")}
+    assert set(by_egos["auto"].track_id) == set(by_egos["ego"].track_id) == {EGO_TRACK_ID}
+    assert by_egos["auto"].equals(by_egos["ego"])
+    traffic = set(by_egos["expert"].track_id) - {EGO_TRACK_ID}
+    assert traffic and set(by_egos["moving"].track_id) <= set(by_egos["expert"].track_id)
+    assert len(by_egos["ego"]) < len(by_egos["moving"]) <= len(by_egos["expert"]) < len(by_egos["all"])
+    # the stalled car is no expert, and as an 'all' ego it never moves: 'moving' would drop it
+    tracks = log.tracks
+    parked = set(tracks[tracks.groupby(["scene_id", "track_id"]).vx_mps.transform(lambda v: v.abs().max()) <= 1.0].track_id)
+    assert parked and parked <= set(by_egos["all"].track_id) and not parked & set(by_egos["moving"].track_id)
+
+
+def test_ego_only_conversion_of_a_log_without_a_task_driver_is_refused(tmp_path):
+    src = make_highd(tmp_path / "highd").tracks  # highD names no task driver: every driver is a peer
+    out = tmp_path / "pairs.parquet"
+    refused = subprocess.run([sys.executable, "-m", "drive_drail.cli", "convert", str(src), "-o", str(out), "--egos", "ego",
+                              "--action-hz", "5"], capture_output=True, text=True)
+    assert refused.returncode == 2 and not out.exists()
+    assert len(refused.stderr.strip().splitlines()) == 1 and str(src) in refused.stderr and "--egos" in refused.stderr
+    auto = subprocess.run([sys.executable, "-m", "drive_drail.cli", "convert", str(src), "-o", str(out), "--action-hz", "5"],
+                          capture_output=True, text=True)
+    assert auto.returncode == 0 and out.exists(), auto.stderr  # auto falls back to the moving drivers

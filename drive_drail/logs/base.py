@@ -67,6 +67,9 @@ class TrackLog:
     smooth_positions: bool = False
     """True for noisy sources (NGSIM): positions are smoothed before differentiation."""
     extra: dict = field(default_factory=dict)
+    ego_track_id: int | None = None
+    """The track that performs the log's task in every scene (a sim log's scripted ego), or None
+    where the source names no such driver (highD, NGSIM: every driver is a peer)."""
 
 
 class LogReader(Protocol):

@@ -70,6 +70,9 @@ class SimLogReader:
         info = read_simlog_meta(path)
         if info is None:
             raise LogError(path, "not a drive-drail sim log (no drive_drail metadata)")
+        if info.get("track_format_version") != TRACK_FORMAT_VERSION:
+            raise LogError(path, f"track format version {info.get('track_format_version')!r} is not the supported "
+                                 f"{TRACK_FORMAT_VERSION!r}; re-record it with this version", column="track_format_version")
         try:
             df = pd.read_parquet(path)
         except Exception as exc:  # truncated or corrupt Parquet
@@ -90,4 +93,15 @@ class SimLogReader:
             frame_rate_hz=float(info["frame_rate_hz"]),
             heading_known=True,
             extra={k: v for k, v in info.items() if k not in ("format",)},
+            ego_track_id=_ego_track_id(info, path),
         )
+
+
+def _ego_track_id(info: dict, path) -> int | None:
+    """The recorded ego's track id from the log's metadata (``drive-drail record`` writes 0)."""
+    ego = info.get("ego_track_id")
+    if ego is None:
+        return None
+    if isinstance(ego, bool) or not isinstance(ego, int):
+        raise LogError(path, f"ego_track_id must be an integer, got {ego!r}", column="ego_track_id")
+    return ego

@@ -24,6 +24,19 @@ from drive_drail import spec
 from drive_drail.logs.base import LogError, TrackLog
 from drive_drail.pairs import bicycle, kinematics, maneuvers
 
+EGO_CHOICES = {
+    "auto": "'ego' where the log names the driver of its task (sim logs), else 'moving'",
+    "ego": "only the log's task driver (a sim log's scripted ego); traffic stays in the scenes as context",
+    "moving": "tracks the reader marked expert that reach MOVING_MPS at some point (drops parked cars)",
+    "expert": "every track the reader marked expert, traffic included",
+    "all": "every vehicle track",
+}
+"""``ConvertConfig.egos`` values. A scenario's demonstrations are the driver who performs its task:
+traffic cars of a sim log are IDM drivers that never merge or stop for the task's obstacle."""
+
+MOVING_MPS = 1.0
+"""A track whose speed never exceeds this is parked, not driving [m/s]."""
+
 SCENE_CHUNK = 16384
 """Egos per observe_batch call: bounds memory at ~SCENE_CHUNK x max vehicles per scene."""
 
@@ -35,8 +48,8 @@ class ConvertConfig:
     smooth_s: float | None = None
     """Full width of the position smoothing kernel for logs without headings [s];
     None = 1.0 s for noisy sources (NGSIM), 0.3 s otherwise."""
-    egos: str = "expert"
-    """Which tracks become egos: 'expert' (tracks the reader marked expert) or 'all'."""
+    egos: str = "auto"
+    """Which tracks become expert egos (see :data:`EGO_CHOICES`)."""
     maneuvers: maneuvers.ManeuverConfig = field(default_factory=maneuvers.ManeuverConfig)
 
 
@@ -48,6 +61,26 @@ def action_period_frames(log: TrackLog, action_hz: float) -> int:
             f"frame rate {log.frame_rate_hz:g} Hz is not a whole multiple of the action rate {action_hz:g} Hz",
         )
     return int(round(k))
+
+
+def ego_track_mask(log: TrackLog, df: pd.DataFrame, tracks: kinematics.Tracks, speed_mps: np.ndarray, egos: str) -> np.ndarray:
+    """``[n_rows]`` bool: rows of the tracks that ``egos`` (:data:`EGO_CHOICES`) admits as expert egos."""
+    if egos not in EGO_CHOICES:
+        raise ValueError(f"egos must be one of {', '.join(EGO_CHOICES)}, got {egos!r}")
+    if egos == "auto":
+        egos = "ego" if log.ego_track_id is not None else "moving"
+    if egos == "all":
+        return np.ones(len(df), bool)
+    expert = df["expert"].to_numpy()
+    if egos == "expert":
+        return expert
+    if egos == "ego":
+        if log.ego_track_id is None:
+            raise LogError(log.source, f"the {log.format} log names no task driver; use --egos moving, expert or all")
+        return expert & (df["track_id"].to_numpy() == log.ego_track_id)
+    track_max_mps = np.zeros(len(tracks.start))
+    np.maximum.at(track_max_mps, tracks.track, np.abs(speed_mps))
+    return expert & (track_max_mps[tracks.track] > MOVING_MPS)
 
 
 def log_kinematics(log: TrackLog, tracks: kinematics.Tracks, config: ConvertConfig) -> kinematics.Kinematics:
@@ -151,11 +184,10 @@ def convert(log: TrackLog, config: ConvertConfig = ConvertConfig()) -> pd.DataFr
     at_action_frame = frame % k == 0
     has_successor = tracks.pos + k < tracks.length[tracks.track]
     ego_mask = at_action_frame & has_successor
-    if config.egos == "expert":
-        ego_mask &= df["expert"].to_numpy()
+    ego_mask &= ego_track_mask(log, df, tracks, kin.speed_mps, config.egos)
     ego_rows = np.flatnonzero(ego_mask)
     if ego_rows.size == 0:
-        raise LogError(log.source, f"no expert track spans a whole action period ({k} frames)")
+        raise LogError(log.source, f"no expert track (--egos {config.egos}) spans a whole action period ({k} frames)")
 
     obs = observations(df, kin, np.flatnonzero(at_action_frame), ego_rows)
 
