@@ -1,18 +1,29 @@
-"""Learning results: DRAIL against GAIL, DiffAIL-style and BC, side by side.
+"""Learning results: DRAIL against GAIL, BC, DiffAIL-style and DRAIL-UN, side by side.
 
-For each scenario: record the scripted expert, convert its log with the same converter,
-measure the expert's own success (the ceiling), then train every algorithm at the same
-environment-step budget for several seeds and evaluate each policy closed loop on the
-scenario's HELD-OUT seeds. Writes ``RESULTS.md`` and ``results.json`` into ``--out`` and
-prints the JSON.
+For each scenario: record the scripted expert (the ego's episodes), convert its log with the
+same converter (``--egos auto``: the ego alone), then train every algorithm at the same
+environment-step budget for several seeds and score each policy, the expert included, on the
+scenario's HELD-OUT seeds:
 
-    python benchmarks/learning_results.py --steps 1536 --seeds 0 1 2 --out benchmarks/results/learning_highway
+* in highway-env itself (the referee), ``--eval-episodes`` episodes per policy;
+* in the batched simulator from highway-env's own initial scenes, ``--scenes`` held-out seeds per
+  policy (from the same start the two simulators give the same outcome, ``TRANSFER.md``), and
+  ``--split-scenes`` seeds of every generalization split of the scenario file.
+
+Success is given per seed and pooled over seeds with a Wilson 95% interval. ``--demo-episodes``
+takes several values for the data-efficiency curve. Each scenario's result is written to
+``--out/<scenario>.json`` (runs already finished are reused with ``--reuse``, so a table can be
+built in pieces); ``RESULTS.md`` and ``results.json`` are rebuilt from every scenario file in
+``--out``.
+
+    python benchmarks/learning_results.py --sim batched --scenarios stop --seeds 0 1 2 --out benchmarks/results/learning_v2
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import multiprocessing
 import os
 import shlex
@@ -26,148 +37,201 @@ import numpy as np
 from drive_drail.atomic import write_json, write_text
 
 
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (95% for z = 1.96)."""
+    if n == 0:
+        return (float("nan"), float("nan"))
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def rate(outcomes: np.ndarray) -> dict:
+    """``{"rate", "n", "ci95"}`` of a bool array of episode outcomes."""
+    k, n = int(np.sum(outcomes)), int(len(outcomes))
+    return {"rate": k / n if n else float("nan"), "n": n, "ci95": list(wilson(k, n))}
+
+
 def timed_train(config) -> float:
     """Train one run (in a pool worker); returns its wall time in seconds."""
+    import torch
+
     from drive_drail.train.adversarial import train
 
+    torch.set_num_threads(max(1, config.torch_threads))
     t0 = time.time()
     train(config, progress=False)
     return time.time() - t0
 
 
-def run(args: argparse.Namespace) -> dict:
+def train_config(args, scenario: str, algo: str, seed: int, demos: Path, run_dir: Path):
+    from drive_drail.train.config import TrainConfig
+
+    return TrainConfig(
+        scenario=scenario, algo=algo, demos=str(demos), steps=args.steps, seed=seed, sim=args.sim, n_envs=args.n_envs,
+        n_steps=args.n_steps, batch_size=args.ppo_batch, ppo_epochs=args.ppo_epochs, learning_rate=args.ppo_lr,
+        disc_epochs=args.disc_epochs, disc_batch=args.disc_batch, reward_norm=args.reward_norm,
+        reward_samples=args.reward_samples, torch_threads=max(1, (os.cpu_count() or 1) // args.jobs), out=str(run_dir))
+
+
+def run_scenario(args, name: str) -> dict:
     import shutil
 
-    from drive_drail.evaluate.batched import score_in_batched_sim
+    from drive_drail.evaluate.batched import score_policies_in_batched_sim
     from drive_drail.evaluate.runner import evaluate
     from drive_drail.models.policy import DeterministicActor
     from drive_drail.pairs.convert import ConvertConfig, convert_file
     from drive_drail.record import record_episodes
     from drive_drail.scenario import load_scenario
-    from drive_drail.train.config import TrainConfig
 
-    out = Path(args.out)
+    scenario = load_scenario(name)
+    work = Path(args.out) / "work" / name
     started = time.time()
-    results: dict = {"command": "python " + " ".join(shlex.quote(a) for a in sys.argv), "scenarios": {}}
-    for name in args.scenarios:
-        scenario = load_scenario(name)
-        work = out / "work" / name
-        log = record_episodes(scenario, n_episodes=args.demo_episodes, seed=0, out_path=work / "expert_log.parquet", progress=False)
-        pairs, _ = convert_file(str(log), str(work / "pairs.parquet"), "auto", ConvertConfig(action_hz=scenario.policy_frequency_hz))
-        eval_seeds = list(scenario.eval_seeds[: args.eval_episodes])
-        runs: dict[str, list[tuple[int, Path]]] = {}
+    entry: dict = {"curve": {}}
+    for n_demo in args.demo_episodes:
+        folder = work / f"demos{n_demo}"
+        pairs_path = folder / "pairs.parquet"
+        if not (args.reuse and pairs_path.exists()):
+            log = record_episodes(scenario, n_episodes=n_demo, seed=0, out_path=folder / "expert_log.parquet", progress=False)
+            convert_file(str(log), str(pairs_path), "auto", ConvertConfig(action_hz=scenario.policy_frequency_hz))
+        import pandas as pd
+
+        n_pairs = len(pd.read_parquet(pairs_path, columns=["frame"]))
+        runs = {(algo, seed): folder / f"{algo}-s{seed}" for algo in args.algos for seed in args.seeds}
         todo = []
-        for algo in args.algos:
-            for seed in args.seeds:
-                run_dir = work / f"{algo}-s{seed}"
-                runs.setdefault(algo, []).append((seed, run_dir))
-                if not (args.reuse and (run_dir / "actor.pt").exists()):
-                    shutil.rmtree(run_dir, ignore_errors=True)
-                    todo.append(TrainConfig(
-                        scenario=name, algo=algo, demos=str(work / "pairs.parquet"), steps=args.steps, seed=seed,
-                        sim=args.sim, n_envs=args.n_envs, n_steps=args.n_steps, batch_size=args.ppo_batch,
-                        ppo_epochs=args.ppo_epochs, learning_rate=args.ppo_lr, label_injection=args.label_injection, disc_epochs=args.disc_epochs, disc_batch=args.disc_batch,
-                        torch_threads=max(1, (os.cpu_count() or 1) // args.jobs), out=str(run_dir)))
-        # Runs are independent: --jobs of them at once, sharing the cores.
+        for (algo, seed), run_dir in runs.items():
+            if not (args.reuse and (run_dir / "wall_time.json").exists()):
+                shutil.rmtree(run_dir, ignore_errors=True)
+                todo.append(train_config(args, name, algo, seed, pairs_path, run_dir))
         with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("forkserver")) as pool:
             for config, wall_s in zip(todo, pool.map(timed_train, todo)):
                 write_json(Path(config.out) / "wall_time.json", {"train_s": wall_s})
-        # One closed-loop evaluation of every policy on the held-out seeds, the expert included.
-        specs = ["expert"] + [f"{algo}-s{seed}={run_dir}" for algo, rs in runs.items() for seed, run_dir in rs]
-        table = evaluate(specs, scenario, episodes=args.eval_episodes, split="eval", workers=2, reference=False)
-        table.to_csv(work / "eval_episodes.csv", index=False)
-        by_policy = table.groupby("policy")[["success", "collision", "mean_speed_mps"]].mean()
-        expert = by_policy.loc["expert"]
-        entry = {"expert": {"success_rate": float(expert.success), "collision_rate": float(expert.collision),
-                            "mean_speed_mps": float(expert.mean_speed_mps)},
-                 "n_pairs": int(len(pairs)), "eval_seeds": eval_seeds, "algos": {}}
-        for algo, rs in runs.items():
-            per_seed = [{"seed": seed, "train_s": json.loads((run_dir / "wall_time.json").read_text())["train_s"],
-                         **{k: float(by_policy.loc[f"{algo}-s{seed}", k]) for k in ("success", "collision", "mean_speed_mps")}}
-                        for seed, run_dir in rs]
-            if args.sim == "batched":  # the trainer's own simulator, same held-out seeds: the transfer gap
-                for row, (_, run_dir) in zip(per_seed, rs):
-                    outcome = score_in_batched_sim(scenario, DeterministicActor.load(run_dir / "actor.pt").act, eval_seeds)
-                    row["batched_success"] = float(outcome["success"].mean())
-                    row["batched_collision"] = float(outcome["collision"].mean())
-            entry["algos"][algo] = {
-                "per_seed": per_seed,
-                **{f"{k}_mean": float(np.mean([r[k] for r in per_seed])) for k in per_seed[0] if k != "seed"},
-                **{f"{k}_std": float(np.std([r[k] for r in per_seed])) for k in per_seed[0] if k != "seed"},
+        actors = {f"{algo}-s{seed}": DeterministicActor.load(run_dir / "actor.pt") for (algo, seed), run_dir in runs.items()}
+
+        # Held-out and generalization scenes in the batched simulator, from highway-env's starts.
+        held_out = list(scenario.eval_seeds[: args.scenes])
+        acts = {label: actor.act for label, actor in actors.items()}  # the scripted expert drives highway-env only
+        batched = {"eval": score_policies_in_batched_sim(scenario, acts, held_out, highway_starts=True)}
+        for split in scenario.splits if args.split_scenes else []:
+            batched[split] = score_policies_in_batched_sim(scenario, acts, held_out[: args.split_scenes], highway_starts=True, split=split)
+
+        # highway-env itself on the first held-out seeds.
+        highway = {}
+        if args.eval_episodes:
+            specs = ["expert"] + [f"{label}={runs[(algo, seed)]}" for (algo, seed) in runs for label in [f"{algo}-s{seed}"]]
+            table = evaluate(specs, scenario, episodes=args.eval_episodes, split="eval", workers=2, reference=False)
+            table.to_csv(folder / "eval_episodes.csv", index=False)
+            highway = {label: group["success"].to_numpy(bool) for label, group in table.groupby("policy")}
+
+        def scores(labels: list[str]) -> dict:
+            out = {}
+            if labels[0] in batched["eval"]:
+                for split, by_policy in batched.items():
+                    out[f"batched_{split}"] = rate(np.concatenate([by_policy[label]["success"] for label in labels]))
+                out["batched_eval_collision"] = rate(np.concatenate([batched["eval"][label]["collision"] for label in labels]))
+            if highway:
+                out["highway_env"] = rate(np.concatenate([highway[label] for label in labels]))
+            return out
+
+        point = {"n_pairs": n_pairs, "expert": scores(["expert"]), "algos": {}}
+        for algo in args.algos:
+            labels = [f"{algo}-s{seed}" for seed in args.seeds]
+            point["algos"][algo] = {
+                "pooled": scores(labels),
+                "per_seed": [{"seed": seed, "train_s": json.loads((runs[(algo, seed)] / "wall_time.json").read_text())["train_s"],
+                              **scores([f"{algo}-s{seed}"])} for seed in args.seeds],
             }
-        results["scenarios"][name] = entry
-    results["budget"] = {"env_steps_per_run": args.steps, "seeds": args.seeds, "demo_episodes": args.demo_episodes,
-                         "eval_episodes_per_policy": args.eval_episodes, "sim": args.sim, "n_envs": args.n_envs,
-                         "n_steps": args.n_steps, "ppo_batch": args.ppo_batch, "ppo_epochs": args.ppo_epochs, "ppo_lr": args.ppo_lr, "label_injection": args.label_injection,
-                         "disc_epochs": args.disc_epochs, "disc_batch": args.disc_batch, "jobs": args.jobs}
-    results["wall_time_s"] = round(time.time() - started, 1)
-    return results
+        entry["curve"][str(n_demo)] = point
+    entry["budget"] = {"env_steps_per_run": args.steps, "seeds": args.seeds, "sim": args.sim, "n_envs": args.n_envs,
+                       "n_steps": args.n_steps, "ppo_batch": args.ppo_batch, "ppo_epochs": args.ppo_epochs,
+                       "ppo_lr": args.ppo_lr, "disc_epochs": args.disc_epochs, "disc_batch": args.disc_batch,
+                       "reward_norm": args.reward_norm, "reward_samples": args.reward_samples, "jobs": args.jobs,
+                       "scenes": args.scenes, "split_scenes": args.split_scenes, "eval_episodes": args.eval_episodes}
+    entry["command"] = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    entry["wall_time_s"] = round(time.time() - started, 1)
+    return entry
+
+
+def _cell(r: dict | None) -> str:
+    if not r:
+        return ""
+    lo, hi = r["ci95"]
+    return f"{r['rate']:.2f} [{lo:.2f}, {hi:.2f}]"
 
 
 def markdown(results: dict) -> str:
-    b = results["budget"]
-    lines = [
-        f"# Learning results: {results.get('title', 'highway-env')}",
-        "",
-        f"Command: `{results['command']}`  ",
-        f"Wall time: {results['wall_time_s'] / 60:.1f} min on a 2-core CPU machine.  ",
-        f"Budget: {b['env_steps_per_run']} env steps per run (BC uses none), seeds {b['seeds']}, "
-        f"{b['demo_episodes']} expert episodes recorded per scenario, {b['eval_episodes_per_policy']} held-out episodes per policy.",
-        "",
-        "Mean ± std over seeds, evaluated closed loop on the scenario's held-out seeds.",
-        "",
-        *([f"Trained in the batched simulator ({b['n_envs']} scenes x {b['n_steps']} steps per iteration, PPO batch "
-           f"{b['ppo_batch']} x {b['ppo_epochs']} epochs, discriminator batch {b['disc_batch']} x {b['disc_epochs']} epochs, "
-           f"{b['jobs']} runs at once); scored in highway-env.", ""] if b.get("sim") == "batched" else []),
-    ]
-    transfer = b.get("sim") == "batched"
-    lines += [
-        "| scenario | policy | success | collision | mean speed (m/s) |" + (" success in the batched sim (same seeds) | train wall (s) |" if transfer else ""),
-        "|---|---|---|---|---|" + ("---|---|" if transfer else ""),
-    ]
+    lines = ["# Learning results (spec v2)", "",
+             "Success rate pooled over seeds with its Wilson 95% interval [lo, hi]; the per-seed rates follow in",
+             "parentheses. `batched eval`: held-out seeds in the batched simulator started from highway-env's own",
+             "scenes; `highway-env`: the same first held-out seeds played in highway-env itself; split columns: the",
+             "scenario file's generalization splits, from highway-env's starts. Every learner of a scenario has the",
+             "same env-step budget; BC uses none.", ""]
     for name, entry in results["scenarios"].items():
-        e = entry["expert"]
-        lines.append(f"| {name} | expert (ceiling) | {e['success_rate']:.2f} | {e['collision_rate']:.2f} | {e.get('mean_speed_mps', float('nan')):.1f} |"
-                     + (" | |" if transfer else ""))
-        for algo, r in entry["algos"].items():
-            lines.append(
-                f"| {name} | {algo} | {r['success_mean']:.2f} ± {r['success_std']:.2f} | "
-                f"{r['collision_mean']:.2f} ± {r['collision_std']:.2f} | {r['mean_speed_mps_mean']:.1f} ± {r['mean_speed_mps_std']:.1f} |"
-                + (f" {r['batched_success_mean']:.2f} ± {r['batched_success_std']:.2f} | {r['train_s_mean']:.0f} |"
-                   if transfer and "batched_success_mean" in r else " | | " if transfer else "")
-            )
+        b = entry["budget"]
+        lines += [f"## {name}", "", f"Command: `{entry['command']}`  ", f"Wall time: {entry['wall_time_s'] / 60:.1f} min "
+                  f"on a 2-core CPU machine ({b['jobs']} runs at once).  ",
+                  f"Budget: {b['env_steps_per_run']:,} env steps per run in the {b['sim']} simulator ({b['n_envs']} scenes x "
+                  f"{b['n_steps']} steps per iteration, PPO batch {b['ppo_batch']} x {b['ppo_epochs']} epochs, lr {b['ppo_lr']}, "
+                  f"discriminator batch {b['disc_batch']} x {b['disc_epochs']} epochs, reward norm {b['reward_norm']}, "
+                  f"{b['reward_samples']} (t, eps) draws per reward), seeds {b['seeds']}.", ""]
+        for n_demo, point in entry["curve"].items():
+            first = next(iter(point["algos"].values()))["pooled"]
+            splits = [k for k in first if k.startswith("batched_") and k not in ("batched_eval", "batched_eval_collision")]
+            head = ["policy", f"batched eval ({b['scenes']} scenes)", "collision (batched eval)"]
+            head += [f"highway-env ({b['eval_episodes']} ep.)"] if "highway_env" in first else []
+            head += [f"{s.removeprefix('batched_')} ({b['split_scenes']})" for s in splits] + ["train s/run"]
+            lines += [f"### {n_demo} expert episodes ({point['n_pairs']:,} pairs)", "", "| " + " | ".join(head) + " |",
+                      "|" + "---|" * len(head)]
+
+            def row(label: str, pooled: dict, per_seed: list | None) -> str:
+                def col(key: str) -> str:
+                    seeds = f" ({', '.join(f'{s[key]['rate']:.2f}' for s in per_seed)})" if per_seed else ""
+                    return _cell(pooled.get(key)) + seeds
+                cells = [label, col("batched_eval") if "batched_eval" in pooled else "", _cell(pooled.get("batched_eval_collision"))]
+                cells += [col("highway_env")] if "highway_env" in pooled else []
+                cells += [col(s) if s in pooled else "" for s in splits]
+                cells += [f"{np.mean([s['train_s'] for s in per_seed]):.0f}" if per_seed else ""]
+                return "| " + " | ".join(cells) + " |"
+
+            lines.append(row("expert (ceiling)", point["expert"], None))
+            for algo, r in point["algos"].items():
+                lines.append(row(algo, r["pooled"], r["per_seed"]))
+            lines.append("")
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenarios", nargs="+", default=["lane_change", "merge", "stop"])
-    parser.add_argument("--algos", nargs="+", default=["drail", "gail", "diffail", "bc"])
+    parser.add_argument("--algos", nargs="+", default=["drail", "gail", "bc", "diffail", "drail-un"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=1536)
-    parser.add_argument("--sim", default="adapter", choices=["adapter", "batched"], help="training simulator (evaluation is always highway-env)")
-    parser.add_argument("--n-envs", type=int, default=2, help="workers (adapter) or scenes (batched)")
-    parser.add_argument("--n-steps", type=int, default=128, help="rollout steps per env per iteration")
-    parser.add_argument("--ppo-batch", type=int, default=128)
-    parser.add_argument("--ppo-epochs", type=int, default=10)
-    parser.add_argument("--ppo-lr", type=float, default=1e-4, help="PPO learning rate (tables before 2026-11-25 11:00 used 3e-4)")
-    parser.add_argument("--disc-epochs", type=int, default=5)
-    parser.add_argument("--label-injection", choices=["input", "film"], default="film",
-                        help="DRAIL's label: FiLM (default; tables before 2026-11-25 14:00 used input) or network input")
-    parser.add_argument("--disc-batch", type=int, default=128)
-    parser.add_argument("--jobs", type=int, default=1, help="training runs at once (use 2 with --sim batched on 2 cores)")
-    parser.add_argument("--demo-episodes", type=int, default=10)
-    parser.add_argument("--eval-episodes", type=int, default=6)
-    parser.add_argument("--reuse", action="store_true", help="reuse finished runs in --out/work")
-    parser.add_argument("--out", default="benchmarks/results/learning_highway")
-    parser.add_argument("--title", default="highway-env")
+    parser.add_argument("--steps", type=int, default=500_000)
+    parser.add_argument("--sim", default="batched", choices=["adapter", "batched"], help="training simulator")
+    parser.add_argument("--n-envs", type=int, default=256, help="workers (adapter) or scenes (batched)")
+    parser.add_argument("--n-steps", type=int, default=32, help="rollout steps per env per iteration")
+    parser.add_argument("--ppo-batch", type=int, default=1024)
+    parser.add_argument("--ppo-epochs", type=int, default=5)
+    parser.add_argument("--ppo-lr", type=float, default=1e-4)
+    parser.add_argument("--disc-epochs", type=int, default=1)
+    parser.add_argument("--disc-batch", type=int, default=512)
+    parser.add_argument("--reward-norm", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--reward-samples", type=int, default=4)
+    parser.add_argument("--jobs", type=int, default=2, help="training runs at once (1 torch thread each on 2 cores)")
+    parser.add_argument("--demo-episodes", nargs="+", type=int, default=[200], help="several values: the data-efficiency curve")
+    parser.add_argument("--scenes", type=int, default=2000, help="held-out scenes per policy in the batched simulator")
+    parser.add_argument("--split-scenes", type=int, default=500, help="scenes per generalization split (0: skip)")
+    parser.add_argument("--eval-episodes", type=int, default=100, help="held-out highway-env episodes per policy (0: skip)")
+    parser.add_argument("--reuse", action="store_true", help="reuse finished runs and pairs in --out/work")
+    parser.add_argument("--out", default="benchmarks/results/learning_v2")
     args = parser.parse_args()
-    results = run(args)
-    results["title"] = args.title
     out = Path(args.out)
+    for name in args.scenarios:
+        write_json(out / f"{name}.json", run_scenario(args, name))
+    results = {"scenarios": {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*.json")) if p.stem != "results"}}
     write_json(out / "results.json", results)
     write_text(out / "RESULTS.md", markdown(results))
-    print(json.dumps(results, indent=2))
+    print(markdown(results))
 
 
 if __name__ == "__main__":

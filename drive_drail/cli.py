@@ -66,6 +66,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
         disc_epochs=args.disc_epochs,
         disc_batch=args.disc_batch,
         task_filter=args.task_filter,
+        reward_norm=args.reward_norm,
+        reward_samples=args.reward_samples,
         sim=args.sim,
         checkpoint_interval_s=args.checkpoint_interval_s,
         torch_threads=args.torch_threads,
@@ -135,6 +137,8 @@ def _cmd_scenarios(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from drive_drail.pairs.convert import EGO_CHOICES
+
     parser = argparse.ArgumentParser(
         prog="drive-drail",
         description="Driving logs -> expert pairs -> DRAIL imitation learning -> closed-loop evaluation -> deploy.",
@@ -148,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="auto", help="auto (default), highd, ngsim, scenarionet or simlog")
     p.add_argument("--action-hz", type=float, default=5.0, help="action rate [Hz]; the log's frame rate must be a multiple (default 5)")
     p.add_argument("--smooth-s", type=float, default=None, help="position smoothing width [s] for logs without headings")
-    p.add_argument("--egos", choices=["expert", "all"], default="expert", help="tracks used as egos (default: expert)")
+    p.add_argument("--egos", choices=list(EGO_CHOICES), default="auto", metavar="{" + ",".join(EGO_CHOICES) + "}",
+                   help="tracks that become expert egos: " + "; ".join(f"{k}: {v}" for k, v in EGO_CHOICES.items()) + " (default: auto)")
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("summary", help="print the summary of a pairs dataset", description="Print a pairs dataset's summary.")
@@ -186,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-injection", choices=["input", "film"], default="film",
                    help="DRAIL: the label scales the last hidden layer (film, default: the fused pass runs the trunk once) "
                         "or joins the network input (input, METHOD.md's public implementation)")
+    p.add_argument("--reward-norm", action=argparse.BooleanOptionalAction, default=True,
+                   help="divide rewards by the running std of the discounted return (default on)")
+    p.add_argument("--reward-samples", type=int, default=4, help="(t, eps) draws averaged per diffusion reward (default 4)")
     p.add_argument("--task-filter", action="store_true", help="train only on pairs labelled with the scenario's manoeuvre")
     p.add_argument("--out", help="run folder (default runs/SCENARIO-ALGO-sSEED)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")

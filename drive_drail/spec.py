@@ -27,7 +27,9 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-SPEC_VERSION = "1.0"
+SPEC_VERSION = "2.0"
+"""2.0: the lead vehicle in the ego lane (presence, gap, closing speed) out to LEAD_RANGE_M, and a
+steering authority of +-0.2 rad. Pairs, actors and exports of 1.0 are refused (re-convert, retrain)."""
 
 K_NEIGHBOURS = 6
 """Number of nearest other vehicles in the observation."""
@@ -46,6 +48,16 @@ class Feature:
     doc: str
 
 
+LEAD_RANGE_M = 200.0
+"""The lead vehicle is looked for this far ahead [m]: past every scenario's event at its start
+(stop's stalled car 90-140 m ahead, 130-180 m on fast_approach; merge's lane-end obstacle), where the
+K nearest neighbours within NEIGHBOUR_RADIUS_M miss it in traffic."""
+
+LEAD_HALF_WIDTH_M = 2.0
+"""A vehicle leads when its centre lies within this of the ego lane's centre line [m] (half of
+highway-env's 4 m lane; MetaDrive's lanes are 3.5 m wide). The centre line is the straight line
+through the ego's lane point along the lane heading, exact on straight roads."""
+
 EGO_FEATURES: tuple[Feature, ...] = (
     Feature("ego_v_long", "m/s", 40.0, "ego velocity along the lane direction"),
     Feature("ego_v_lat", "m/s", 5.0, "ego velocity across the lane, +left"),
@@ -53,6 +65,9 @@ EGO_FEATURES: tuple[Feature, ...] = (
     Feature("ego_lane_offset", "m", 2.0, "signed offset of the ego centre from the lane centre, +left"),
     Feature("ego_lane_index", "lanes", 4.0, "ego lane index, 0 = leftmost"),
     Feature("ego_lane_count", "lanes", 4.0, "number of lanes of the carriageway"),
+    Feature("lead_present", "1", 1.0, "1 if a vehicle ahead in the ego lane within LEAD_RANGE_M, else 0"),
+    Feature("lead_gap_m", "m", 100.0, "centre distance along the lane to the lead vehicle; LEAD_RANGE_M if none"),
+    Feature("lead_closing_mps", "m/s", 20.0, "ego speed minus lead speed along the lane (+ = closing); 0 if none"),
 )
 
 NEIGHBOUR_FEATURES: tuple[Feature, ...] = (
@@ -83,8 +98,11 @@ _OBS_SCALE = np.array([f.scale for f in OBS_FEATURES], dtype=np.float64)
 ACCEL_RANGE_MPS2 = (-5.0, 5.0)
 """Longitudinal acceleration range [m/s^2] (highway-env ContinuousAction's)."""
 
-STEER_RANGE_RAD = (-np.pi / 4, np.pi / 4)
-"""Front-wheel steering angle range [rad], + = left (highway-env's range)."""
+STEER_RANGE_RAD = (-0.2, 0.2)
+"""Front-wheel steering angle range a policy commands [rad], + = left. Narrower than highway-env's
++-pi/4 on purpose: lane keeping needs ~0.02 rad and lane changes up to ~0.08 rad (expert p99),
+which is 2.5 % and 10 % of the +-pi/4 unit range, too little for an MSE in unit space or an
+exploration std to resolve; +-0.2 rad still turns at 0.8 rad/s at 20 m/s."""
 
 ACTION_NAMES = ("accel_mps2", "steer_rad")
 ACTION_DIM = 2
@@ -118,6 +136,18 @@ def action_to_physical_one(accel_unit: float, steer_unit: float) -> tuple[float,
     s = min(max(steer_unit, -1.0), 1.0)
     return (ACCEL_RANGE_MPS2[0] + (a + 1.0) * 0.5 * (ACCEL_RANGE_MPS2[1] - ACCEL_RANGE_MPS2[0]),
             STEER_RANGE_RAD[0] + (s + 1.0) * 0.5 * (STEER_RANGE_RAD[1] - STEER_RANGE_RAD[0]))
+
+
+def no_reverse_accel_mps2(accel_mps2, speed_mps, hold_s: float):
+    """The acceleration actually applied for a command held ``hold_s`` seconds: braking stops at a
+    standstill, never reverses. ``accel >= -max(speed, 0) / hold_s``, so speed reaches 0 at the end of
+    the hold at the latest and a stopped vehicle's braking does nothing.
+
+    Every simulator applies it to every policy (and the scripted experts obey it): highway-env lets
+    a vehicle brake down to -40 m/s, and learned stop policies used to reverse away from the car
+    they had stopped behind. Works on floats or arrays of the same shape [m/s^2, m/s, s].
+    """
+    return np.maximum(accel_mps2, -np.maximum(speed_mps, 0.0) / hold_s)
 
 
 def action_to_unit(action_physical: np.ndarray) -> np.ndarray:
@@ -222,11 +252,13 @@ def observe_one(
     ex, ey, evx, evy, eh, el = x_m[ego], y_m[ego], vx_mps[ego], vy_mps[ego], heading_rad[ego], int(lane[ego])
     cl, sl = math.cos(lane_heading_rad), math.sin(lane_heading_rad)
     wrapped = math.pi - (math.pi - (eh - lane_heading_rad)) % (2.0 * math.pi)  # wrap_angle
-    raw = [evx * cl + evy * sl, -evx * sl + evy * cl, wrapped, float(lane_offset_m), float(el), float(lane_count)]
+    ego_along = evx * cl + evy * sl
+    raw = [ego_along, -evx * sl + evy * cl, wrapped, float(lane_offset_m), float(el), float(lane_count)]
 
     ch, sh = math.cos(eh), math.sin(eh)
     radius2 = NEIGHBOUR_RADIUS_M**2
     candidates = []
+    lead_gap, lead = LEAD_RANGE_M, -1
     for i in range(len(x_m)):
         if i == ego:
             continue
@@ -234,6 +266,13 @@ def observe_one(
         dist2 = rx * rx + ry * ry
         if dist2 <= radius2:  # False for NaN, as in the batch form
             candidates.append((dist2, i, rx, ry))
+        along = rx * cl + ry * sl
+        if 0.0 < along < lead_gap and abs(-rx * sl + ry * cl + lane_offset_m) <= LEAD_HALF_WIDTH_M:
+            lead_gap, lead = along, i  # strict <: the first slot wins a tie, as argmin does
+    if lead >= 0:
+        raw += [1.0, lead_gap, ego_along - (vx_mps[lead] * cl + vy_mps[lead] * sl)]
+    else:
+        raw += [0.0, LEAD_RANGE_M, 0.0]
     candidates.sort(key=itemgetter(0))  # stable: equal distances keep slot order, like argsort(kind="stable")
     for _, i, rx, ry in candidates[:K_NEIGHBOURS]:
         rvx, rvy = vx_mps[i] - evx, vy_mps[i] - evy
@@ -261,21 +300,35 @@ def observe_batch(scenes: SceneBatch) -> np.ndarray:
 
     # Ego velocity in the lane frame.
     cl, sl = np.cos(scenes.lane_heading_rad), np.sin(scenes.lane_heading_rad)
+    ego_along = ego_vx * cl + ego_vy * sl
+    rx, ry = scenes.x_m - ego_x[:, None], scenes.y_m - ego_y[:, None]
+
+    # Lead vehicle: the nearest centre ahead along the lane within LEAD_HALF_WIDTH_M of the ego lane's centre line.
+    along = rx * cl[:, None] + ry * sl[:, None]
+    across = -rx * sl[:, None] + ry * cl[:, None] + scenes.lane_offset_m[:, None]
+    is_lead = scenes.valid & (along > 0.0) & (along < LEAD_RANGE_M) & (np.abs(across) <= LEAD_HALF_WIDTH_M)
+    is_lead[b, e] = False
+    lead_along = np.where(is_lead, along, np.inf)
+    lead = np.argmin(lead_along, axis=1)
+    has_lead = is_lead[b, lead]
+    lead_speed = scenes.vx_mps[b, lead] * cl + scenes.vy_mps[b, lead] * sl
     ego_feats = np.stack(
         [
-            ego_vx * cl + ego_vy * sl,
+            ego_along,
             -ego_vx * sl + ego_vy * cl,
             wrap_angle(ego_h - scenes.lane_heading_rad),
             scenes.lane_offset_m,
             ego_lane.astype(np.float64),
             scenes.lane_count.astype(np.float64),
+            has_lead.astype(np.float64),
+            np.where(has_lead, lead_along[b, lead], LEAD_RANGE_M),
+            np.where(has_lead, ego_along - lead_speed, 0.0),
         ],
         axis=1,
     )
 
     # Neighbours: relative state rotated into the ego frame.
     ch, sh = np.cos(ego_h)[:, None], np.sin(ego_h)[:, None]
-    rx, ry = scenes.x_m - ego_x[:, None], scenes.y_m - ego_y[:, None]
     rvx, rvy = scenes.vx_mps - ego_vx[:, None], scenes.vy_mps - ego_vy[:, None]
     dist2 = rx * rx + ry * ry
     candidate = scenes.valid & (dist2 <= NEIGHBOUR_RADIUS_M**2)
@@ -326,6 +379,8 @@ def spec_dict() -> dict:
         "frame": "x along driving direction, y left, heading CCW [rad]",
         "k_neighbours": K_NEIGHBOURS,
         "neighbour_radius_m": NEIGHBOUR_RADIUS_M,
+        "lead_range_m": LEAD_RANGE_M,
+        "lead_half_width_m": LEAD_HALF_WIDTH_M,
         "observation": [
             {"name": f.name, "unit": f.unit, "scale": f.scale, "doc": f.doc} for f in OBS_FEATURES
         ],

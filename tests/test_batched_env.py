@@ -213,3 +213,17 @@ def test_batched_score_from_highway_starts_agrees_with_highway_env():
     np.testing.assert_array_equal(same["collision"], highway["collision"])
     own = score_in_batched_sim(scenario, act, seeds)
     assert set(own) == {"success", "collision", "offroad"} and own["success"].shape == (4,)
+
+
+def test_several_policies_scored_from_one_set_of_starts_equal_separate_runs():
+    from drive_drail.evaluate.batched import score_in_batched_sim, score_policies_in_batched_sim
+
+    scenario = dataclasses.replace(load_scenario("stop"), episode_seconds=4.0)
+    seeds = list(scenario.eval_seeds[:6])
+    acts = {"brake": lambda obs: np.tile([-0.6, 0.0], (len(obs), 1)), "swerve": lambda obs: np.tile([0.4, 0.9], (len(obs), 1))}
+    together = score_policies_in_batched_sim(scenario, acts, seeds, highway_starts=True)
+    for name, act in acts.items():
+        alone = score_in_batched_sim(scenario, act, seeds, highway_starts=True)
+        for key in alone:
+            np.testing.assert_array_equal(together[name][key], alone[key])
+    assert together["swerve"]["offroad"].all() and not together["brake"]["offroad"].any()  # each played its own policy

@@ -111,3 +111,47 @@ def test_single_scene_forms_are_bitwise_equal_to_the_batch_form():
             vehicles = [spec.Vehicle(*vals, 4.5, 1.8, int(li)) for *vals, li in zip(x, y, vx, vy, heading, lane)]
             scene = spec.Scene(vehicles[0], vehicles[1:], spec.LaneContext(int(lane_count), offset, lane_heading))
             np.testing.assert_array_equal(spec.observe(scene), spec.observe_batch(batch)[0])
+
+
+def test_lead_vehicle_is_the_nearest_ahead_in_the_ego_lane_out_to_the_lead_range():
+    stalled = _vehicle(150, 0.3, vx=0.0)  # beyond the neighbour radius, in the ego lane
+    others = [_vehicle(-20, 0), _vehicle(30, 4.0), stalled, _vehicle(190, 0), _vehicle(250, 0)]
+    named = dict(zip(spec.OBS_NAMES, spec.observe(spec.Scene(_vehicle(0, 0, vx=20.0), others, spec.LaneContext(3, 0.0, 0.0)))))
+    assert named["lead_present"] == 1.0
+    assert named["lead_gap_m"] * 100 == pytest.approx(150.0)
+    assert named["lead_closing_mps"] * 20 == pytest.approx(20.0)  # closing on a standing car at 20 m/s
+    assert 150 > spec.NEIGHBOUR_RADIUS_M and not any(named[f"n{k}_dx"] * 100 == pytest.approx(150) for k in range(6))
+    # the ego 1.5 m left of its lane centre still sees the car on that centre line; nothing ahead: no lead
+    off_centre = spec.observe(spec.Scene(_vehicle(0, 1.5), [_vehicle(60, 0.0, vx=35.0)], spec.LaneContext(3, 1.5, 0.0)))
+    lead = dict(zip(spec.OBS_NAMES, off_centre))
+    assert lead["lead_present"] == 1.0 and lead["lead_closing_mps"] * 20 == pytest.approx(-5.0)
+    empty = dict(zip(spec.OBS_NAMES, spec.observe(spec.Scene(_vehicle(0, 0), [_vehicle(-5, 0), _vehicle(40, 4)], spec.LaneContext(3, 0.0, 0.0)))))
+    assert (empty["lead_present"], empty["lead_gap_m"] * 100, empty["lead_closing_mps"]) == (0.0, spec.LEAD_RANGE_M, 0.0)
+
+
+def test_lead_vehicle_forms_are_bitwise_equal_on_lane_aligned_scenes_with_ties():
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        m = int(rng.integers(2, 30))
+        lane_heading = float(rng.choice([0.0, rng.uniform(-np.pi, np.pi)]))
+        along, across = rng.uniform(-50, 220, m), rng.choice([0.0, 2.0, 4.0, -4.0], m) + rng.normal(0, 0.3, m)
+        along[rng.random(m) < 0.3] = along[1]  # equal gaps: the first slot must win in both forms
+        c, s = np.cos(lane_heading), np.sin(lane_heading)
+        x, y = along * c - across * s, along * s + across * c
+        vx, vy = rng.normal(25, 5, m) * c, rng.normal(25, 5, m) * s
+        heading = np.full(m, lane_heading) + rng.normal(0, 0.05, m)
+        lane = rng.integers(0, 3, m)
+        offset = float(across[0])
+        batch = spec.SceneBatch(x[None], y[None], vx[None], vy[None], heading[None], lane[None], np.ones((1, m), bool),
+                                np.array([0]), np.array([3]), np.array([offset]), np.array([lane_heading]))
+        one = spec.observe_one(x.tolist(), y.tolist(), vx.tolist(), vy.tolist(), heading.tolist(), lane.tolist(),
+                               0, 3.0, offset, lane_heading)
+        np.testing.assert_array_equal(one, spec.observe_batch(batch)[0])
+
+
+def test_no_reverse_limit_stops_at_a_standstill():
+    assert spec.no_reverse_accel_mps2(-5.0, 2.0, 0.2) == -5.0  # the limit is -10: braking that stops in time is kept
+    assert spec.no_reverse_accel_mps2(-5.0, 0.5, 0.2) == pytest.approx(-2.5)  # reaches 0 at the end of the hold
+    assert spec.no_reverse_accel_mps2(-5.0, 0.0, 0.2) == 0.0 and spec.no_reverse_accel_mps2(-1.0, -0.3, 0.2) == 0.0
+    assert spec.no_reverse_accel_mps2(3.0, 0.0, 0.2) == 3.0
+    np.testing.assert_array_equal(spec.no_reverse_accel_mps2(np.array([-5.0, -5.0]), np.array([10.0, 0.2]), 0.2), [-5.0, -1.0])

@@ -213,3 +213,46 @@ def test_metrics_log_appends_grows_columns_and_drops_a_cut_line(tmp_path):
     fresh = MetricsLog(path, fresh=True)  # a new run in the folder does not inherit old rows
     fresh.write(256, {"losses/policy_loss": 0.4})
     assert pd.read_csv(path).global_step.tolist() == [256]
+
+
+class _RunsShell:
+    """A pickle payload that runs a shell command when unpickled (what a crafted checkpoint carries)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("victim", ["state.pt", "disc.pt"])
+def test_resume_refuses_a_crafted_checkpoint_without_running_it(stop_demos, tmp_path, victim):
+    run = train(small(stop_demos, tmp_path / "run", steps=64), progress=False)
+    marker = tmp_path / "pwned"
+    target = checkpoint.latest(run) / victim
+    payload = torch.load(target, weights_only=True)
+    payload["config" if victim == "state.pt" else "model"] = _RunsShell(marker)
+    torch.save(payload, target)
+    before = target.read_bytes()
+    result = subprocess.run([sys.executable, "-m", "drive_drail.cli", "train", "--out", str(run), "--resume",
+                             "--scenario", "stop", "--steps", "128", "--quiet"], capture_output=True, text=True, timeout=600)
+    assert not marker.exists(), "unpickling a checkpoint ran code"
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and victim in lines[0] and "Traceback" not in result.stderr
+    assert target.read_bytes() == before
+
+
+def test_checkpoint_state_round_trips_rng_and_return_std(stop_demos, tmp_path):
+    import random
+
+    run = train(small(stop_demos, tmp_path / "run", steps=64, reward_norm=True), progress=False)
+    payload = checkpoint.safe_load(checkpoint.latest(run) / "state.pt")
+    restored = checkpoint.RunningStd.from_dict(payload["ret_std"])
+    assert restored.count > 0 and restored.ret is not None and restored.std > 0
+    np_state = checkpoint._numpy_rng_from_plain(payload["numpy_rng"])
+    np.random.set_state(np_state)
+    a = np.random.rand(3)
+    np.random.set_state(np_state)
+    assert np.array_equal(a, np.random.rand(3))
+    random.setstate(payload["python_rng"])

@@ -82,7 +82,7 @@ class HighwayExpert:
             self.reset(env)
         accel_mps2, steer_hw_rad = self._decide(env)
         # Never brake through zero speed within one held action (no reversing at a stop).
-        accel_mps2 = max(accel_mps2, -max(float(env.ego.speed), 0.0) / env.policy_dt_s)
+        accel_mps2 = float(spec.no_reverse_accel_mps2(accel_mps2, float(env.ego.speed), env.policy_dt_s))
         physical = np.array([accel_mps2, -steer_hw_rad])  # mirror highway-env's steering into the spec frame
         lo = np.array([spec.ACCEL_RANGE_MPS2[0], spec.STEER_RANGE_RAD[0]])
         hi = np.array([spec.ACCEL_RANGE_MPS2[1], spec.STEER_RANGE_RAD[1]])

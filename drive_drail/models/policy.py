@@ -18,6 +18,7 @@ from torch import nn
 
 from drive_drail import spec
 from drive_drail.atomic import torch_save
+from drive_drail.errors import UserError
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
 
@@ -39,6 +40,10 @@ def mlp(sizes: list[int], activation: str) -> nn.Sequential:
         if i < len(sizes) - 2:
             layers.append(ACTIVATIONS[activation]())
     return nn.Sequential(*layers)
+
+
+class ActorFileError(UserError, ValueError):
+    """An actor file that cannot be loaded: not an actor, truncated, or from another spec version."""
 
 
 class DeterministicActor(nn.Module):
@@ -78,16 +83,28 @@ class DeterministicActor(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path) -> "DeterministicActor":
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        if payload.get("kind") != "drive_drail.DeterministicActor":
-            raise ValueError(f"{path}: not a drive-drail actor file")
-        cfg = payload["config"]
-        cfg["hidden_sizes"] = tuple(cfg["hidden_sizes"])
-        config = ActorConfig(**cfg)
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise
+        except Exception as exc:  # truncated, garbage, or a pickle that needs more than tensors
+            raise ActorFileError(f"{path}: not a loadable drive-drail actor file ({type(exc).__name__})") from None
+        if not isinstance(payload, dict) or payload.get("kind") != "drive_drail.DeterministicActor":
+            raise ActorFileError(f"{path}: not a drive-drail actor file")
+        try:
+            cfg = dict(payload["config"])
+            cfg["hidden_sizes"] = tuple(cfg["hidden_sizes"])
+            config = ActorConfig(**cfg)
+        except (KeyError, TypeError) as exc:
+            raise ActorFileError(f"{path}: actor config is malformed ({exc})") from None
         if config.spec_version != spec.SPEC_VERSION:
-            raise ValueError(f"{path}: spec version {config.spec_version} != {spec.SPEC_VERSION}")
+            raise ActorFileError(f"{path}: spec version {config.spec_version} != {spec.SPEC_VERSION} of this drive-drail; "
+                                 "retrain the policy (spec 2.0 changed the observation and the steering range)")
         actor = cls(config)
-        actor.load_state_dict(payload["state_dict"])
+        try:
+            actor.load_state_dict(payload["state_dict"])
+        except (KeyError, RuntimeError) as exc:
+            raise ActorFileError(f"{path}: weights do not fit the actor config ({str(exc).splitlines()[0][:160]})") from None
         return actor.eval()
 
     @classmethod

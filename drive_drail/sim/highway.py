@@ -273,6 +273,7 @@ class HighwayAdapter(base.SpecAdapter):
 
     def step(self, action_unit) -> tuple[np.ndarray, float, bool, bool, dict]:
         accel_mps2, steer_rad = spec.action_to_physical(np.asarray(action_unit, dtype=np.float64).reshape(spec.ACTION_DIM))
+        accel_mps2 = float(spec.no_reverse_accel_mps2(accel_mps2, float(self.ego.speed), self.policy_dt_s))
         # highway-env steers toward +y_hw (right): mirror, then let ContinuousAction's own
         # linear map (configured with the spec ranges) turn [-1, 1] back into physical units.
         hw_unit = spec.action_to_unit(np.array([accel_mps2, -steer_rad]))

@@ -143,10 +143,10 @@ def _train_loop(config, run_dir, env, demos: Demos, expert_obs, expert_act, resu
         if config.algo == "gail":
             disc_config = {**common, "hidden_sizes": (config.disc_hidden, config.disc_hidden)}
         elif config.algo == "diffail":
-            disc_config = {**common, "hidden_dim": config.disc_hidden}
+            disc_config = {**common, "hidden_dim": config.disc_hidden, "reward_samples": config.reward_samples}
         else:
             disc_config = {**common, "hidden_dim": config.disc_hidden, "scoring": "fused" if config.fused else "unshared",
-                           "label_injection": config.label_injection}
+                           "label_injection": config.label_injection, "reward_samples": config.reward_samples}
         disc = make_discriminator(config.algo, disc_obs_dim, spec.ACTION_DIM, disc_config, seed=config.seed)
     metrics = MetricsLog(run_dir / "metrics.csv", fresh=not resume)
     iterations = max(1, config.steps // (config.n_steps * config.n_envs))
@@ -207,6 +207,9 @@ def _train_loop(config, run_dir, env, demos: Demos, expert_obs, expert_act, resu
             r_abs = float(disc.reward(np.repeat(absorbing_obs, ABSORBING_REWARD_SAMPLES, 0),
                                       np.repeat(absorbing_act, ABSORBING_REWARD_SAMPLES, 0)).mean())
             row["charts/reward_absorbing"] = r_abs
+            # Ending is never cheaper than driving on: at most the q-quantile of this rollout's step rewards.
+            r_abs = min(r_abs, float(np.quantile(reward, config.crash_floor_quantile)))
+            row["charts/reward_absorbing_paid"] = r_abs
             for step, env_idx in rollout.terminated:
                 reward[step, env_idx] += config.gamma / (1.0 - config.gamma) * r_abs
         if config.reward_norm:  # before the bootstrap: V already lives on the normalised scale

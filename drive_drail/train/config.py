@@ -66,8 +66,17 @@ class TrainConfig:
     (benchmarks/results/learning_batched/LABEL_INJECTION.md) and scores both labels ~1.7-1.9x faster."""
     absorbing: bool = True
     """Treat failure terminations (crash, off-road) as entering an absorbing state whose reward the discriminator learns (DAC)."""
-    reward_norm: bool = False
-    """Divide rewards by the running std of the discounted return."""
+    reward_norm: bool = True
+    """Divide rewards by the running std of the discounted return. Off, the value loss reached 10^3-10^4
+    and the critic's gradient (norm ~300 against the policy's ~15) took PPO's one shared clip, so each
+    policy step was scaled by ~0.002."""
+    reward_samples: int = 4
+    """(t, eps) draws averaged per pair when a diffusion discriminator scores a reward (Eq. 1's E_t
+    estimated by Monte Carlo; one draw is a noisy reward)."""
+    crash_floor_quantile: float = 0.01
+    """A failure's absorbing reward is paid at most the rollout's per-step reward quantile q: ending an
+    episode is never cheaper than driving on, even before the discriminator has learned the
+    absorbing state (early on its reward sat above the mean step's and the crash rate climbed)."""
 
     # BC
     bc_epochs: int = 30
@@ -102,8 +111,17 @@ class TrainConfig:
             raise UserError(f"--label-injection: unknown value {self.label_injection!r} (input or film)")
         if self.torch_threads < 0:
             raise UserError("--torch-threads must be 0 (one per core) or positive")
-        if self.steps <= 0 or self.n_envs <= 0 or self.n_steps <= 0:
-            raise UserError("--steps, --n-envs and --n-steps must be positive")
+        positive = {"--steps": self.steps, "--n-envs": self.n_envs, "--n-steps": self.n_steps,
+                    "--ppo-batch": self.batch_size, "--ppo-epochs": self.ppo_epochs, "--ppo-lr": self.learning_rate,
+                    "--disc-epochs": self.disc_epochs, "--disc-batch": self.disc_batch, "--bc-epochs": self.bc_epochs,
+                    "--reward-samples": self.reward_samples}
+        for flag, value in positive.items():
+            if not (isinstance(value, (int, float)) and value > 0 and value == value and value != float("inf")):
+                raise UserError(f"{flag} must be a positive finite number, got {value!r}")
+        if not 0.0 <= self.crash_floor_quantile <= 1.0:
+            raise UserError(f"crash_floor_quantile must lie in [0, 1], got {self.crash_floor_quantile!r}")
+        if self.checkpoint_interval_s < 0 or self.checkpoint_interval_s != self.checkpoint_interval_s:
+            raise UserError(f"--checkpoint-interval-s must be >= 0, got {self.checkpoint_interval_s!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -114,6 +132,9 @@ class TrainConfig:
         kwargs = {k: v for k, v in data.items() if k in known}
         # a run saved before a field existed was trained with that field's old behaviour, not today's default
         kwargs.setdefault("label_injection", "input")
+        kwargs.setdefault("reward_norm", False)
+        kwargs.setdefault("reward_samples", 1)
+        kwargs.setdefault("crash_floor_quantile", 0.0)
         for key in ("policy_hidden", "init_action_std"):
             if key in kwargs:
                 kwargs[key] = tuple(kwargs[key])

@@ -64,13 +64,15 @@ def lmap(v: np.ndarray, x: tuple[float, float], y: tuple[float, float]) -> np.nd
     return y[0] + (v - x[0]) * (y[1] - y[0]) / (x[1] - x[0])
 
 
-def ego_action_highway(action_unit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def ego_action_highway(action_unit: np.ndarray, speed_mps: np.ndarray, hold_s: float) -> tuple[np.ndarray, np.ndarray]:
     """Policy actions ``[B, 2]`` in [-1, 1] -> (spec physical ``[B, 2]``, highway-env ``[B, 2]`` accel/steer).
 
-    Exactly the adapter's path: ``action_to_physical``, mirror the steering, ``action_to_unit``,
+    Exactly the adapter's path: ``action_to_physical``, the no-reverse limit for the ego's
+    ``speed_mps [B]`` over the ``hold_s`` policy period, mirror the steering, ``action_to_unit``,
     then ``ContinuousAction.get_action`` (clip to [-1, 1] and ``lmap`` to the ranges).
     """
     physical = spec.action_to_physical(np.asarray(action_unit, dtype=np.float64).reshape(-1, spec.ACTION_DIM))
+    physical[:, 0] = spec.no_reverse_accel_mps2(physical[:, 0], speed_mps, hold_s)
     hw_unit = np.clip(spec.action_to_unit(np.stack([physical[:, 0], -physical[:, 1]], axis=1)), -1, 1)
     accel = lmap(hw_unit[:, 0], (-1, 1), spec.ACCEL_RANGE_MPS2)
     steer = lmap(hw_unit[:, 1], (-1, 1), spec.STEER_RANGE_RAD)
@@ -258,8 +260,8 @@ class BatchedHighwayEnv:
 
     def step(self, action_unit: np.ndarray) -> StepResult:
         """Apply ``action_unit [B, 2]`` for one policy period in every scene."""
-        physical, hw = ego_action_highway(action_unit)
         st = self.state
+        physical, hw = ego_action_highway(action_unit, _np(st.speed_mps[:, 0]), self.policy_dt_s)
         set_ego_action(st, torch.as_tensor(hw, device=self.device, dtype=self.dtype))
         for _ in range(self.frames_per_action):
             simulate_frame(st, self.lanes, self.sim_dt_s)
