@@ -29,7 +29,7 @@ import numpy as np
 
 SPEC_VERSION = "2.0"
 """2.0: the lead vehicle in the ego lane (presence, gap, closing speed) out to LEAD_RANGE_M, and a
-steering authority of +-0.2 rad. Pairs, actors and exports of 1.0 are refused (re-convert, retrain)."""
+cubic steering map (STEER_SLOPE_RAD). Pairs, actors and exports of 1.0 are refused (re-convert, retrain)."""
 
 K_NEIGHBOURS = 6
 """Number of nearest other vehicles in the observation."""
@@ -98,11 +98,34 @@ _OBS_SCALE = np.array([f.scale for f in OBS_FEATURES], dtype=np.float64)
 ACCEL_RANGE_MPS2 = (-5.0, 5.0)
 """Longitudinal acceleration range [m/s^2] (highway-env ContinuousAction's)."""
 
-STEER_RANGE_RAD = (-0.2, 0.2)
-"""Front-wheel steering angle range a policy commands [rad], + = left. Narrower than highway-env's
-+-pi/4 on purpose: lane keeping needs ~0.02 rad and lane changes up to ~0.08 rad (expert p99),
-which is 2.5 % and 10 % of the +-pi/4 unit range, too little for an MSE in unit space or an
-exploration std to resolve; +-0.2 rad still turns at 0.8 rad/s at 20 m/s."""
+STEER_RANGE_RAD = (-np.pi / 4, np.pi / 4)
+"""Front-wheel steering angle range [rad], + = left (highway-env's range)."""
+
+STEER_SLOPE_RAD = 0.2
+"""Steering per unit of policy action at zero [rad]. The policy's steering is a cubic of its unit
+action (:func:`steer_from_unit`): lane keeping needs ~0.02 rad and highway lane changes up to ~0.08
+rad (expert p99), only 2.5 % and 10 % of a linear +-pi/4 unit range, too little for an MSE in unit
+space or an exploration std to resolve; the cubic gives them 0.1 and 0.35 of the unit range and
+still reaches +-pi/4, which the merge expert needs to pull out at walking pace (10 % of its pairs
+steer beyond 0.2 rad, median speed 1.4 m/s)."""
+
+_STEER_CUBIC_RAD = STEER_RANGE_RAD[1] - STEER_SLOPE_RAD
+
+
+def steer_from_unit(steer_unit):
+    """``steer = s0 * u + (max - s0) * u^3`` [rad] for a unit steering ``u`` in [-1, 1] (s0 = STEER_SLOPE_RAD).
+    Odd, strictly increasing, ``steer(+-1) = +-pi/4``. Floats or arrays."""
+    return STEER_SLOPE_RAD * steer_unit + _STEER_CUBIC_RAD * (steer_unit * steer_unit * steer_unit)
+
+
+def steer_to_unit(steer_rad):
+    """Inverse of :func:`steer_from_unit` (Cardano: ``u^3 + p u - q = 0`` has one real root since p > 0),
+    clipped to [-1, 1]. Arrays [rad]."""
+    p = STEER_SLOPE_RAD / _STEER_CUBIC_RAD
+    q = np.asarray(steer_rad, dtype=np.float64) / _STEER_CUBIC_RAD
+    root = np.sqrt(q * q / 4.0 + p**3 / 27.0)
+    return np.clip(np.cbrt(q / 2.0 + root) + np.cbrt(q / 2.0 - root), -1.0, 1.0)
+
 
 ACTION_NAMES = ("accel_mps2", "steer_rad")
 ACTION_DIM = 2
@@ -123,9 +146,12 @@ _ACTION_HIGH = np.array([ACCEL_RANGE_MPS2[1], STEER_RANGE_RAD[1]])
 
 
 def action_to_physical(action_unit: np.ndarray) -> np.ndarray:
-    """Map a policy action in [-1, 1]^2 to ``[accel_mps2, steer_rad]``. Shape ``[..., 2]``."""
+    """Map a policy action in [-1, 1]^2 to ``[accel_mps2, steer_rad]``: acceleration linear, steering
+    :func:`steer_from_unit`. Shape ``[..., 2]``."""
     a = np.minimum(np.maximum(np.asarray(action_unit, dtype=np.float64), -1.0), 1.0)  # clip; np.clip costs 5x on one action
-    return _ACTION_LOW + (a + 1.0) * 0.5 * (_ACTION_HIGH - _ACTION_LOW)
+    out = _ACTION_LOW + (a + 1.0) * 0.5 * (_ACTION_HIGH - _ACTION_LOW)
+    out[..., 1] = steer_from_unit(a[..., 1])
+    return out
 
 
 def action_to_physical_one(accel_unit: float, steer_unit: float) -> tuple[float, float]:
@@ -134,8 +160,7 @@ def action_to_physical_one(accel_unit: float, steer_unit: float) -> tuple[float,
     per-call cost on a 2-vector is most of the work."""
     a = min(max(accel_unit, -1.0), 1.0)
     s = min(max(steer_unit, -1.0), 1.0)
-    return (ACCEL_RANGE_MPS2[0] + (a + 1.0) * 0.5 * (ACCEL_RANGE_MPS2[1] - ACCEL_RANGE_MPS2[0]),
-            STEER_RANGE_RAD[0] + (s + 1.0) * 0.5 * (STEER_RANGE_RAD[1] - STEER_RANGE_RAD[0]))
+    return (ACCEL_RANGE_MPS2[0] + (a + 1.0) * 0.5 * (ACCEL_RANGE_MPS2[1] - ACCEL_RANGE_MPS2[0]), steer_from_unit(s))
 
 
 def no_reverse_accel_mps2(accel_mps2, speed_mps, hold_s: float):
@@ -152,6 +177,15 @@ def no_reverse_accel_mps2(accel_mps2, speed_mps, hold_s: float):
 
 def action_to_unit(action_physical: np.ndarray) -> np.ndarray:
     """Inverse of :func:`action_to_physical`, clipped to [-1, 1]. Shape ``[..., 2]``."""
+    a = np.asarray(action_physical, dtype=np.float64)
+    out = np.minimum(np.maximum(2.0 * (a - _ACTION_LOW) / (_ACTION_HIGH - _ACTION_LOW) - 1.0, -1.0), 1.0)
+    out[..., 1] = steer_to_unit(a[..., 1])
+    return out
+
+
+def physical_to_linear_unit(action_physical: np.ndarray) -> np.ndarray:
+    """``[accel_mps2, steer_rad]`` -> the LINEAR unit map of a simulator's own continuous action over the
+    spec ranges (highway-env's ``ContinuousAction`` lmaps [-1, 1] onto them), clipped. Shape ``[..., 2]``."""
     a = np.asarray(action_physical, dtype=np.float64)
     return np.minimum(np.maximum(2.0 * (a - _ACTION_LOW) / (_ACTION_HIGH - _ACTION_LOW) - 1.0, -1.0), 1.0)
 
@@ -388,6 +422,8 @@ def spec_dict() -> dict:
             "names": list(ACTION_NAMES),
             "accel_range_mps2": list(ACCEL_RANGE_MPS2),
             "steer_range_rad": list(STEER_RANGE_RAD),
+            "steer_map": "steer_rad = s0 * u + (steer_max - s0) * u^3",
+            "steer_slope_rad": STEER_SLOPE_RAD,
             "policy_range": [-1.0, 1.0],
         },
         "meta_actions": {m.name: int(m) for m in MetaAction},

@@ -155,3 +155,17 @@ def test_no_reverse_limit_stops_at_a_standstill():
     assert spec.no_reverse_accel_mps2(-5.0, 0.0, 0.2) == 0.0 and spec.no_reverse_accel_mps2(-1.0, -0.3, 0.2) == 0.0
     assert spec.no_reverse_accel_mps2(3.0, 0.0, 0.2) == 3.0
     np.testing.assert_array_equal(spec.no_reverse_accel_mps2(np.array([-5.0, -5.0]), np.array([10.0, 0.2]), 0.2), [-5.0, -1.0])
+
+
+def test_steering_map_is_fine_near_zero_and_reaches_the_full_range():
+    u = np.linspace(-1, 1, 2001)
+    steer = spec.steer_from_unit(u)
+    assert np.all(np.diff(steer) > 0) and steer[0] == pytest.approx(-np.pi / 4) and steer[-1] == pytest.approx(np.pi / 4)
+    np.testing.assert_allclose(spec.steer_to_unit(steer), u, atol=1e-12)
+    # lane keeping (0.02 rad) and a highway lane change (0.08 rad) take a visible share of the unit range
+    assert spec.steer_to_unit(0.02) > 0.09 and spec.steer_to_unit(0.08) > 0.3
+    assert spec.steer_to_unit(0.02) > 3.5 * 0.02 / (np.pi / 4)  # against a linear +-pi/4 map
+    phys = spec.action_to_physical(np.array([[0.3, 0.25]]))
+    assert phys[0, 1] == pytest.approx(spec.steer_from_unit(0.25)) and spec.action_to_physical_one(0.3, 0.25)[1] == phys[0, 1]
+    # a simulator's own linear continuous action is a separate map
+    np.testing.assert_allclose(spec.physical_to_linear_unit(np.array([5.0, np.pi / 8])), [1.0, 0.5])

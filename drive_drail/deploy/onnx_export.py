@@ -73,13 +73,17 @@ class ExportGraph(nn.Module):
         hi = [spec.ACCEL_RANGE_MPS2[1], spec.STEER_RANGE_RAD[1]]
         self.register_buffer("action_lo", torch.tensor(lo, dtype=torch.float32))
         self.register_buffer("action_hi", torch.tensor(hi, dtype=torch.float32))
+        self.register_buffer("steer_mask", torch.tensor([0.0, 1.0], dtype=torch.float32))
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = (obs - self.obs_mean) / self.obs_std  # normaliser in fp32 (see module docstring)
         z = self.net(x.to(self.compute_dtype))
         action = torch.clamp(z, -1.0, 1.0).to(torch.float32)
-        # spec.action_to_physical: lo + (a + 1) / 2 * (hi - lo)
-        action_physical = self.action_lo + (action + 1.0) * 0.5 * (self.action_hi - self.action_lo)
+        # spec.action_to_physical: accel = lo + (a + 1) / 2 * (hi - lo); steer = s0 u + (max - s0) u^3
+        # (masks, not slices: the graph keeps float initialisers only)
+        linear = self.action_lo + (action + 1.0) * 0.5 * (self.action_hi - self.action_lo)
+        cubic = spec.STEER_SLOPE_RAD * action + (spec.STEER_RANGE_RAD[1] - spec.STEER_SLOPE_RAD) * (action * action * action)
+        action_physical = linear * (1.0 - self.steer_mask) + cubic * self.steer_mask
         return action, action_physical
 
 

@@ -276,7 +276,7 @@ class HighwayAdapter(base.SpecAdapter):
         accel_mps2 = float(spec.no_reverse_accel_mps2(accel_mps2, float(self.ego.speed), self.policy_dt_s))
         # highway-env steers toward +y_hw (right): mirror, then let ContinuousAction's own
         # linear map (configured with the spec ranges) turn [-1, 1] back into physical units.
-        hw_unit = spec.action_to_unit(np.array([accel_mps2, -steer_rad]))
+        hw_unit = spec.physical_to_linear_unit(np.array([accel_mps2, -steer_rad]))
         self._hw.time += self.policy_dt_s
         self._hw._simulate(hw_unit)  # frames_per_action x (road.act(); road.step(dt))
         self.policy_steps += 1

@@ -68,12 +68,12 @@ def ego_action_highway(action_unit: np.ndarray, speed_mps: np.ndarray, hold_s: f
     """Policy actions ``[B, 2]`` in [-1, 1] -> (spec physical ``[B, 2]``, highway-env ``[B, 2]`` accel/steer).
 
     Exactly the adapter's path: ``action_to_physical``, the no-reverse limit for the ego's
-    ``speed_mps [B]`` over the ``hold_s`` policy period, mirror the steering, ``action_to_unit``,
+    ``speed_mps [B]`` over the ``hold_s`` policy period, mirror the steering, ``physical_to_linear_unit``,
     then ``ContinuousAction.get_action`` (clip to [-1, 1] and ``lmap`` to the ranges).
     """
     physical = spec.action_to_physical(np.asarray(action_unit, dtype=np.float64).reshape(-1, spec.ACTION_DIM))
     physical[:, 0] = spec.no_reverse_accel_mps2(physical[:, 0], speed_mps, hold_s)
-    hw_unit = np.clip(spec.action_to_unit(np.stack([physical[:, 0], -physical[:, 1]], axis=1)), -1, 1)
+    hw_unit = np.clip(spec.physical_to_linear_unit(np.stack([physical[:, 0], -physical[:, 1]], axis=1)), -1, 1)
     accel = lmap(hw_unit[:, 0], (-1, 1), spec.ACCEL_RANGE_MPS2)
     steer = lmap(hw_unit[:, 1], (-1, 1), spec.STEER_RANGE_RAD)
     return physical, np.stack([accel, steer], axis=1)
