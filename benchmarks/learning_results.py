@@ -78,6 +78,8 @@ def train_config(args, scenario: str, algo: str, seed: int, demos: Path, run_dir
 def run_scenario(args, name: str) -> dict:
     import shutil
 
+    import pandas as pd
+
     from drive_drail.evaluate.batched import score_policies_in_batched_sim
     from drive_drail.evaluate.runner import evaluate
     from drive_drail.models.policy import DeterministicActor
@@ -95,8 +97,6 @@ def run_scenario(args, name: str) -> dict:
         if not (args.reuse and pairs_path.exists()):
             log = record_episodes(scenario, n_episodes=n_demo, seed=0, out_path=folder / "expert_log.parquet", progress=False)
             convert_file(str(log), str(pairs_path), "auto", ConvertConfig(action_hz=scenario.policy_frequency_hz))
-        import pandas as pd
-
         n_pairs = len(pd.read_parquet(pairs_path, columns=["frame"]))
         runs = {(algo, seed): folder / f"{algo}-s{seed}" for algo in args.algos for seed in args.seeds}
         todo = []
@@ -118,11 +118,12 @@ def run_scenario(args, name: str) -> dict:
 
         # highway-env itself on the first held-out seeds.
         highway = {}
+        table = evaluate(["expert"], scenario, episodes=args.expert_episodes, split="eval", workers=2, reference=False)
         if args.eval_episodes:
-            specs = ["expert"] + [f"{label}={runs[(algo, seed)]}" for (algo, seed) in runs for label in [f"{algo}-s{seed}"]]
-            table = evaluate(specs, scenario, episodes=args.eval_episodes, split="eval", workers=2, reference=False)
-            table.to_csv(folder / "eval_episodes.csv", index=False)
-            highway = {label: group["success"].to_numpy(bool) for label, group in table.groupby("policy")}
+            specs = [f"{algo}-s{seed}={run_dir}" for (algo, seed), run_dir in runs.items()]
+            table = pd.concat([table, evaluate(specs, scenario, episodes=args.eval_episodes, split="eval", workers=2, reference=False)])
+        table.to_csv(folder / "eval_episodes.csv", index=False)
+        highway = {label: group["success"].to_numpy(bool) for label, group in table.groupby("policy")}
 
         def scores(labels: list[str]) -> dict:
             out = {}
@@ -130,7 +131,7 @@ def run_scenario(args, name: str) -> dict:
                 for split, by_policy in batched.items():
                     out[f"batched_{split}"] = rate(np.concatenate([by_policy[label]["success"] for label in labels]))
                 out["batched_eval_collision"] = rate(np.concatenate([batched["eval"][label]["collision"] for label in labels]))
-            if highway:
+            if all(label in highway for label in labels):
                 out["highway_env"] = rate(np.concatenate([highway[label] for label in labels]))
             return out
 
@@ -147,7 +148,8 @@ def run_scenario(args, name: str) -> dict:
                        "n_steps": args.n_steps, "ppo_batch": args.ppo_batch, "ppo_epochs": args.ppo_epochs,
                        "ppo_lr": args.ppo_lr, "disc_epochs": args.disc_epochs, "disc_batch": args.disc_batch,
                        "reward_norm": args.reward_norm, "reward_samples": args.reward_samples, "jobs": args.jobs,
-                       "scenes": args.scenes, "split_scenes": args.split_scenes, "eval_episodes": args.eval_episodes}
+                       "scenes": args.scenes, "split_scenes": args.split_scenes, "eval_episodes": args.eval_episodes,
+                       "expert_episodes": args.expert_episodes, "demo_episodes": args.demo_episodes}
     entry["command"] = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     entry["wall_time_s"] = round(time.time() - started, 1)
     return entry
@@ -179,17 +181,18 @@ def markdown(results: dict) -> str:
             first = next(iter(point["algos"].values()))["pooled"]
             splits = [k for k in first if k.startswith("batched_") and k not in ("batched_eval", "batched_eval_collision")]
             head = ["policy", f"batched eval ({b['scenes']} scenes)", "collision (batched eval)"]
-            head += [f"highway-env ({b['eval_episodes']} ep.)"] if "highway_env" in first else []
+            has_highway = "highway_env" in point["expert"]
+            head += [f"highway-env ({b['expert_episodes']} expert / {b['eval_episodes']} policy ep.)"] if has_highway else []
             head += [f"{s.removeprefix('batched_')} ({b['split_scenes']})" for s in splits] + ["train s/run"]
             lines += [f"### {n_demo} expert episodes ({point['n_pairs']:,} pairs)", "", "| " + " | ".join(head) + " |",
                       "|" + "---|" * len(head)]
 
             def row(label: str, pooled: dict, per_seed: list | None) -> str:
                 def col(key: str) -> str:
-                    seeds = f" ({', '.join(f'{s[key]['rate']:.2f}' for s in per_seed)})" if per_seed else ""
+                    seeds = f" ({', '.join(format(s[key]['rate'], '.2f') for s in per_seed)})" if per_seed and key in pooled else ""
                     return _cell(pooled.get(key)) + seeds
                 cells = [label, col("batched_eval") if "batched_eval" in pooled else "", _cell(pooled.get("batched_eval_collision"))]
-                cells += [col("highway_env")] if "highway_env" in pooled else []
+                cells += [col("highway_env")] if has_highway else []
                 cells += [col(s) if s in pooled else "" for s in splits]
                 cells += [f"{np.mean([s['train_s'] for s in per_seed]):.0f}" if per_seed else ""]
                 return "| " + " | ".join(cells) + " |"
@@ -221,7 +224,8 @@ def main() -> None:
     parser.add_argument("--demo-episodes", nargs="+", type=int, default=[200], help="several values: the data-efficiency curve")
     parser.add_argument("--scenes", type=int, default=2000, help="held-out scenes per policy in the batched simulator")
     parser.add_argument("--split-scenes", type=int, default=500, help="scenes per generalization split (0: skip)")
-    parser.add_argument("--eval-episodes", type=int, default=100, help="held-out highway-env episodes per policy (0: skip)")
+    parser.add_argument("--eval-episodes", type=int, default=100, help="held-out highway-env episodes per learned policy (0: skip)")
+    parser.add_argument("--expert-episodes", type=int, default=100, help="held-out highway-env episodes of the scripted expert")
     parser.add_argument("--reuse", action="store_true", help="reuse finished runs and pairs in --out/work")
     parser.add_argument("--out", default="benchmarks/results/learning_v2")
     args = parser.parse_args()

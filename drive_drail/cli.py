@@ -21,6 +21,12 @@ def _cmd_convert(args: argparse.Namespace) -> None:
     from drive_drail.pairs.convert import ConvertConfig, convert_file
     from drive_drail.pairs.storage import summary
 
+    if os.path.exists(args.output) and os.path.samefile(args.input, args.output):
+        raise UserError(f"{args.output}: the output is the input log; choose another -o")
+    if not (args.action_hz > 0 and args.action_hz != float("inf")):
+        raise UserError(f"--action-hz must be a positive finite rate in Hz, got {args.action_hz}")
+    if args.smooth_s is not None and not (args.smooth_s >= 0 and args.smooth_s != float("inf")):
+        raise UserError(f"--smooth-s must be >= 0 seconds, got {args.smooth_s}")
     config = ConvertConfig(action_hz=args.action_hz, smooth_s=args.smooth_s, egos=args.egos)
     pairs, meta = convert_file(args.input, args.output, args.format, config)
     print(summary(pairs, meta))
@@ -253,12 +259,22 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except UserError as exc:
         print(f"drive-drail {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return getattr(exc, "exit_code", EXIT_USER_ERROR)
     except KeyboardInterrupt:
         print(f"drive-drail {args.command}: interrupted", file=sys.stderr)
         return 130
     except FileNotFoundError as exc:
         print(f"drive-drail {args.command}: error: {exc.filename or exc}: no such file", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except (PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError) as exc:
+        reason = {PermissionError: "permission denied", IsADirectoryError: "is a folder, expected a file",
+                  NotADirectoryError: "a path component is a file, expected a folder",
+                  FileExistsError: "already exists"}[type(exc)]
+        print(f"drive-drail {args.command}: error: {exc.filename or exc}: {reason}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except ModuleNotFoundError as exc:  # an optional dependency (MetaDrive, Ray) that is not installed
+        print(f"drive-drail {args.command}: error: needs the Python package '{exc.name}', which is not installed "
+              f"(see the README's install section)", file=sys.stderr)
         return EXIT_USER_ERROR
     return 0
 

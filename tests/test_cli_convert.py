@@ -81,3 +81,28 @@ def test_every_command_has_help():
     for cmd in ["convert", "summary", "record", "train", "evaluate", "replay", "report", "export", "scenarios"]:
         proc = run_cli(cmd, "--help")
         assert proc.returncode == 0 and "usage" in proc.stdout.lower(), cmd
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--action-hz", "0"], "--action-hz"), (["--action-hz", "nan"], "--action-hz"), (["--smooth-s", "-1"], "--smooth-s"),
+])
+def test_nonsense_convert_flags_are_refused_before_any_work(tmp_path, flags, says):
+    src = make_highd(tmp_path / "highd").tracks
+    out = tmp_path / "pairs.parquet"
+    proc = run_cli("convert", src, "-o", out, *flags)
+    assert proc.returncode == 2 and not out.exists() and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and says in proc.stderr
+
+
+def test_convert_refuses_to_write_over_its_input(tmp_path):
+    src = make_highd(tmp_path / "highd").tracks
+    before = src.read_bytes()
+    proc = run_cli("convert", src, "-o", src)
+    assert proc.returncode == 2 and "output is the input" in proc.stderr and src.read_bytes() == before
+
+
+def test_an_unwritable_output_is_one_line_not_a_traceback(tmp_path):
+    src = make_highd(tmp_path / "highd").tracks
+    (tmp_path / "taken").mkdir()
+    proc = run_cli("convert", src, "-o", tmp_path / "taken")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

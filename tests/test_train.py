@@ -256,3 +256,26 @@ def test_checkpoint_state_round_trips_rng_and_return_std(stop_demos, tmp_path):
     np.random.set_state(np_state)
     assert np.array_equal(a, np.random.rand(3))
     random.setstate(payload["python_rng"])
+
+
+def test_sigterm_checkpoints_and_stops_cleanly_and_the_run_resumes(stop_demos, tmp_path):
+    """A scheduler's SIGTERM, long before the 30 s checkpoint interval: the run checkpoints, says so, exits 143."""
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "drive_drail.cli", "train", "--scenario", "stop", "--algo", "gail", "--demos", stop_demos,
+            "--steps", "8192", "--n-envs", "1", "--n-steps", "32", "--bc-epochs", "1", "--out", str(out), "--quiet"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while checkpoint.latest(out) is None and time.time() < deadline:  # the first iteration is checkpointed at once
+        time.sleep(0.1)
+    assert checkpoint.latest(out) is not None
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 143, stderr
+    assert len(stderr.strip().splitlines()) == 1 and "--resume" in stderr and "Traceback" not in stderr
+    stopped_at = int(checkpoint.latest(out).name.split("-")[1])
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert metrics["global_step"].iloc[-1] == stopped_at * 32  # nothing after the checkpoint was lost
+    assert not list((out / "checkpoints").glob(".it-*"))
+    resume = subprocess.run([sys.executable, "-m", "drive_drail.cli", "train", "--scenario", "stop", "--out", str(out),
+                             "--resume", "--steps", str((stopped_at + 1) * 32), "--quiet"], capture_output=True, text=True, timeout=600)
+    assert resume.returncode == 0, resume.stderr

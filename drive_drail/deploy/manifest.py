@@ -16,13 +16,14 @@ from pathlib import Path
 
 from drive_drail import spec
 from drive_drail.atomic import write_json
+from drive_drail.errors import UserError
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "drive_drail.deploy.manifest/1"
 """Version of this file's layout; bumped when a field changes meaning."""
 
 
-class ManifestError(ValueError):
+class ManifestError(UserError, ValueError):
     """A manifest or an artifact does not match; the message is one line naming file and field."""
 
 

@@ -56,6 +56,37 @@ class TrainingDiverged(RuntimeError):
     """A loss or a parameter became NaN/inf."""
 
 
+class TrainingStopped(UserError):
+    """SIGTERM (a cluster scheduler's stop) arrived: the run checkpointed after its iteration and stopped."""
+
+    exit_code = 128 + 15  # the shell's code for a SIGTERM'd process, after a clean stop
+
+
+class _StopRequest:
+    """Turns SIGTERM into a request the loop honours after the current iteration (and its checkpoint)."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    def __enter__(self) -> "_StopRequest":
+        import signal
+        import threading
+
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():  # signal handlers live on the main thread only
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.signal = signum
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
 def _with_flag(obs: np.ndarray, flag: float) -> np.ndarray:
     return np.concatenate([obs, np.full((len(obs), 1), flag, dtype=np.float32)], axis=1)
 
@@ -118,23 +149,24 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, step
     scenario = load_scenario(config.scenario)
     demos = load_demos(config.demos, scenario.task if config.task_filter else None, scenario.policy_frequency_hz)
     set_random_seed(config.seed)
-    write_json(run_dir / "config.json", config.to_dict())
 
     # Expert data standardised once, with its own fixed statistics.
     expert_obs = (demos.obs - demos.obs_mean) / demos.obs_std
     expert_act = demos.action_unit
 
     env = make_vec_env(config.scenario, config.n_envs, demos.obs_mean, demos.obs_std, seed_offset=config.seed, sim=config.sim)
+    write_json(run_dir / "config.json", config.to_dict())  # only once the run can start: a failed start leaves no folder
     threads_before = torch.get_num_threads()
     torch.set_num_threads(config.learner_threads())
     try:
-        return _train_loop(config, run_dir, env, demos, expert_obs, expert_act, resume, progress)
+        with _StopRequest() as stop_request:
+            return _train_loop(config, run_dir, env, demos, expert_obs, expert_act, resume, progress, stop_request)
     finally:
         torch.set_num_threads(threads_before)
         env.close()
 
 
-def _train_loop(config, run_dir, env, demos: Demos, expert_obs, expert_act, resume, progress) -> Path:
+def _train_loop(config, run_dir, env, demos: Demos, expert_obs, expert_act, resume, progress, stop_request) -> Path:
     model = build_ppo(config, env, config.seed)
     disc = None
     if config.algo != "bc":
@@ -255,9 +287,16 @@ def _train_loop(config, run_dir, env, demos: Demos, expert_obs, expert_act, resu
         bar.update(n_steps * n_envs)
         bar.set_postfix(D_exp=f"{row.get('disc/d_expert', float('nan')):.2f}", D_agent=f"{row.get('disc/d_agent', float('nan')):.2f}")
 
-        if time.monotonic() - last_checkpoint >= config.checkpoint_interval_s or iteration + 1 == iterations:
+        # The first iteration is checkpointed at once: a kill before the interval leaves something to resume.
+        stop = stop_request.signal is not None
+        if (time.monotonic() - last_checkpoint >= config.checkpoint_interval_s or iteration == start
+                or iteration + 1 == iterations or stop):
             checkpoint.save(run_dir, iteration + 1, model, disc, demos, ret_std, config)
             last_checkpoint = time.monotonic()
+        if stop:
+            bar.close()
+            raise TrainingStopped(f"{run_dir}: stopped by signal {stop_request.signal} after iteration {iteration + 1} "
+                                  f"(step {model.num_timesteps}), checkpointed; continue with --resume")
     bar.close()
 
     actor = DeterministicActor.from_sb3(model.policy, demos.obs_mean, demos.obs_std)

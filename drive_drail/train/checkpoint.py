@@ -130,6 +130,8 @@ def save(run_dir: Path, iteration: int, model, disc, demos, ret_std: RunningStd,
     """Write checkpoint ``it-{iteration:06d}`` completely, then point ``latest`` at it."""
     root = checkpoints_dir(run_dir)
     root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(".it-*"):  # a temp folder a kill left mid-write (one writer per run folder)
+        shutil.rmtree(stale, ignore_errors=True)
     name = f"it-{iteration:06d}"
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
     try:
