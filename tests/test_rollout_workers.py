@@ -99,3 +99,47 @@ def test_a_worker_that_cannot_build_its_env_reports_the_users_error():
 
     with pytest.raises(UserError, match="nowhere.yaml"):
         RolloutWorkers([broken, broken])
+
+
+LEARNER = """
+import sys, time
+import numpy as np
+from drive_drail import spec
+from drive_drail.train.envs import env_factory
+from drive_drail.train.workers import RolloutWorkers
+z, o = np.zeros(spec.OBS_DIM), np.ones(spec.OBS_DIM)
+from drive_drail.train.rollout import ActorSnapshot
+workers = RolloutWorkers([env_factory("stop", w, 2, z, o, seed_offset=0) for w in range(2)])
+idle = ActorSnapshot([np.zeros((spec.OBS_DIM, 2), np.float32)], [np.zeros(2, np.float32)], np.full(2, 0.1, np.float32))
+workers._send(range(2), "collect", idle, 100_000, (0, 0))  # minutes of work: the workers are busy, not waiting on the pipe
+print(" ".join(str(p.pid) for p in workers.processes), flush=True)
+time.sleep(600)
+"""
+
+
+def test_busy_workers_exit_when_their_learner_is_killed():
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    learner = subprocess.Popen([sys.executable, "-c", LEARNER], stdout=subprocess.PIPE, text=True)
+    pids = [int(p) for p in learner.stdout.readline().split()]
+    assert len(pids) == 2
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        with open(f"/proc/{pid}/stat") as f:  # a zombie has exited
+            return f.read().split(")")[-1].split()[0] != "Z"
+
+    assert all(alive(p) for p in pids)
+    learner.send_signal(signal.SIGKILL)
+    learner.wait()
+    deadline = time.time() + 30
+    while any(alive(p) for p in pids) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not any(alive(p) for p in pids)

@@ -12,6 +12,7 @@ attribute calls are forwarded), so SB3 code can drive it step by step as well.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import traceback
 from typing import Any, Callable, Sequence
 
@@ -24,13 +25,39 @@ from drive_drail.errors import UserError
 from drive_drail.train.rollout import ActorSnapshot, Segment, SegmentRunner
 
 
-def _worker_main(remote, parent_remote, env_fn: CloudpickleWrapper, worker: int) -> None:
+LEARNER_POLL_S = 1.0
+"""How often a worker checks that its learner still lives [s]."""
+
+
+def _exit_when_learner_dies(learner_pid: int) -> None:
+    """A daemon thread: end this worker once the learner process is gone (killed, even by SIGKILL).
+    The worker's parent is the fork server, not the learner, so PR_SET_PDEATHSIG cannot do this."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while True:
+            time.sleep(LEARNER_POLL_S)
+            try:
+                os.kill(learner_pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:  # the pid was reused by another user's process: the learner is gone
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="learner-watch").start()
+
+
+def _worker_main(remote, parent_remote, env_fn: CloudpickleWrapper, worker: int, learner_pid: int | None = None) -> None:
     """Serve ``(method, args, kwargs)`` calls on a ``SegmentRunner(DummyVecEnv([env_fn]))`` until ``close``.
 
     The environment is built on the first call, so a failure to build it (a bad scenario, missing
-    assets) reaches the learner as that call's error instead of a silently dead worker.
+    assets) reaches the learner as that call's error instead of a silently dead worker. The worker
+    exits within :data:`LEARNER_POLL_S` of its learner's death, even mid-rollout.
     """
     parent_remote.close()
+    if learner_pid is not None:
+        _exit_when_learner_dies(learner_pid)
     runner = None
     while True:
         try:
@@ -62,7 +89,8 @@ class RolloutWorkers(VecEnv):
         self.remotes, work_remotes = zip(*[ctx.Pipe() for _ in env_fns])
         self.processes = []
         for worker, (work_remote, remote, env_fn) in enumerate(zip(work_remotes, self.remotes, env_fns)):
-            process = ctx.Process(target=_worker_main, args=(work_remote, remote, CloudpickleWrapper(env_fn), worker), daemon=True)
+            process = ctx.Process(target=_worker_main, args=(work_remote, remote, CloudpickleWrapper(env_fn), worker, os.getpid()),
+                                  daemon=True)
             process.start()
             self.processes.append(process)
             work_remote.close()
