@@ -18,16 +18,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps metadrive-simulator==0.4.3
 	touch $(STAMP)
 
-# The main job on the embedded default: log -> pairs -> DRAIL training -> export.
+# The main job on the embedded default: log -> pairs -> DRAIL training (batched simulator) -> export
+# -> closed-loop evaluation in highway-env (20 held-out episodes per policy) -> report.
 demo: $(STAMP)
 	$(BIN)/drive-drail convert datasets/highway_lane_change/expert_log.parquet -o $(DEMO)/pairs.parquet
 	rm -rf $(DEMO)/train
 	$(BIN)/drive-drail train --scenario lane_change --algo drail --demos $(DEMO)/pairs.parquet \
-		--steps 2048 --n-steps 256 --seed 0 --out $(DEMO)/train
+		--sim batched --steps 300000 --n-envs 256 --n-steps 32 --ppo-batch 1024 --ppo-epochs 5 \
+		--disc-epochs 1 --disc-batch 512 --seed 0 --out $(DEMO)/train
 	$(BIN)/drive-drail export $(DEMO)/train -o $(DEMO)/deploy
 	rm -rf $(DEMO)/results
 	$(BIN)/drive-drail evaluate --policy drail=$(DEMO)/train --policy expert --policy constant \
-		--scenario lane_change --episodes 4 -o $(DEMO)/results
+		--scenario lane_change --episodes 20 -o $(DEMO)/results
 	$(BIN)/drive-drail report $(DEMO)/results -o $(DEMO)/report --training-logs $(DEMO)/train
 
 # The report test opens the HTML in a real headless browser (Debian's chromium).

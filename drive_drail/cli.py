@@ -53,14 +53,28 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from drive_drail.train.adversarial import TrainingDiverged, train
     from drive_drail.train.config import TrainConfig
 
+    if args.resume:
+        if not args.out:
+            raise UserError("--resume needs the run folder: --out RUN (or -o RUN)")
+        from drive_drail.train import checkpoint
+
+        saved = checkpoint.load_config(args.out)
+        if saved is None:
+            raise UserError(f"{args.out}: nothing to resume (no checkpoint found)")
+        for flag, given, kept in (("--scenario", args.scenario, saved.scenario), ("--algo", args.algo, saved.algo),
+                                  ("--demos", args.demos, saved.demos), ("--seed", args.seed, saved.seed)):
+            if given is not None and given != kept:
+                raise UserError(f"{flag} {given} contradicts the run in {args.out} ({kept}); a resume keeps the run's settings")
+    elif not args.scenario:
+        raise UserError("--scenario is required (a resumed run takes it from its folder)")
     config = TrainConfig(
-        scenario=args.scenario,
-        algo=args.algo,
+        scenario=args.scenario or "",
+        algo=args.algo or "drail",
         demos=args.demos or "",
         steps=args.steps if args.steps is not None else 20_000,
-        seed=args.seed,
+        seed=args.seed if args.seed is not None else 0,
         n_envs=args.n_envs,
-        out=args.out or f"runs/{args.scenario}-{args.algo}-s{args.seed}",
+        out=args.out or f"runs/{args.scenario}-{args.algo or 'drail'}-s{args.seed or 0}",
         n_steps=args.n_steps,
         bc_warm_start=not args.no_bc_warm_start,
         bc_epochs=args.bc_epochs,
@@ -142,6 +156,12 @@ def _cmd_scenarios(args: argparse.Namespace) -> None:
         print(f"{s.name:<24} {s.simulator:<10} {s.task:<12} {s.env_id}")
 
 
+def _spec_version() -> str:
+    from drive_drail.spec import SPEC_VERSION
+
+    return SPEC_VERSION
+
+
 def build_parser() -> argparse.ArgumentParser:
     from drive_drail.pairs.convert import EGO_CHOICES
 
@@ -149,6 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="drive-drail",
         description="Driving logs -> expert pairs -> DRAIL imitation learning -> closed-loop evaluation -> deploy.",
     )
+    from drive_drail import __version__
+    from drive_drail.train.config import ALGOS
+
+    parser.add_argument("--version", action="version", version=f"drive-drail {__version__} (spec {_spec_version()})")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("convert", help="convert a driving log into a Parquet dataset of expert (obs, action) pairs",
@@ -177,11 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a policy by DRAIL or a baseline (GAIL, DiffAIL, DRAIL-UN, BC)",
                        description="Adversarial imitation (PPO + discriminator) or behaviour cloning on expert pairs.")
-    p.add_argument("--scenario", required=True, help="scenario name or path")
-    p.add_argument("--algo", default="drail", help="drail (default), drail-un, gail, diffail or bc")
+    p.add_argument("--scenario", help="scenario name or path (required unless --resume)")
+    p.add_argument("--algo", choices=list(ALGOS), default=None, help="algorithm (default drail)")
     p.add_argument("--demos", help="expert pairs .parquet (from `drive-drail convert`)")
     p.add_argument("--steps", type=int, default=None, help="environment steps (default 20000; with --resume: the new total)")
-    p.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
+    p.add_argument("--seed", type=int, default=None, help="run seed (default 0)")
     p.add_argument("--n-envs", type=int, default=2, help="parallel environments (default 2; with --sim batched e.g. 256)")
     p.add_argument("--sim", choices=["adapter", "batched"], default="adapter",
                    help="adapter: the scenario's simulator (default); batched: the vectorised highway simulator")
@@ -201,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="divide rewards by the running std of the discounted return (default on)")
     p.add_argument("--reward-samples", type=int, default=4, help="(t, eps) draws averaged per diffusion reward (default 4)")
     p.add_argument("--task-filter", action="store_true", help="train only on pairs labelled with the scenario's manoeuvre")
-    p.add_argument("--out", help="run folder (default runs/SCENARIO-ALGO-sSEED)")
+    p.add_argument("-o", "--output", "--out", dest="out", help="run folder (default runs/SCENARIO-ALGO-sSEED)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--torch-threads", type=int, default=0,
                    help="learner torch threads (default 0: one per core; 1 when runs share the machine)")

@@ -262,7 +262,8 @@ def test_sigterm_checkpoints_and_stops_cleanly_and_the_run_resumes(stop_demos, t
     """A scheduler's SIGTERM, long before the 30 s checkpoint interval: the run checkpoints, says so, exits 143."""
     out = tmp_path / "run"
     args = [sys.executable, "-m", "drive_drail.cli", "train", "--scenario", "stop", "--algo", "gail", "--demos", stop_demos,
-            "--steps", "8192", "--n-envs", "1", "--n-steps", "32", "--bc-epochs", "1", "--out", str(out), "--quiet"]
+            "--steps", "8192", "--n-envs", "1", "--n-steps", "32", "--ppo-batch", "32", "--bc-epochs", "1", "--out", str(out),
+            "--quiet"]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     while checkpoint.latest(out) is None and time.time() < deadline:  # the first iteration is checkpointed at once
@@ -276,6 +277,9 @@ def test_sigterm_checkpoints_and_stops_cleanly_and_the_run_resumes(stop_demos, t
     metrics = pd.read_csv(out / "metrics.csv")
     assert metrics["global_step"].iloc[-1] == stopped_at * 32  # nothing after the checkpoint was lost
     assert not list((out / "checkpoints").glob(".it-*"))
-    resume = subprocess.run([sys.executable, "-m", "drive_drail.cli", "train", "--scenario", "stop", "--out", str(out),
+    contradicts = subprocess.run([sys.executable, "-m", "drive_drail.cli", "train", "--scenario", "merge", "-o", str(out),
+                                  "--resume", "--quiet"], capture_output=True, text=True, timeout=600)
+    assert contradicts.returncode == 2 and "--scenario merge contradicts" in contradicts.stderr
+    resume = subprocess.run([sys.executable, "-m", "drive_drail.cli", "train", "-o", str(out),  # settings from the run
                              "--resume", "--steps", str((stopped_at + 1) * 32), "--quiet"], capture_output=True, text=True, timeout=600)
     assert resume.returncode == 0, resume.stderr
