@@ -117,3 +117,18 @@ def test_report_replays_a_success_and_a_failure_as_gifs(tmp_path):
         frame = np.asarray(gif.convert("RGB"))
         assert frame.std() > 5  # a drawn road, not a blank frame
     assert "success: expert on stop/eval" in page and "failure: constant on stop/eval" in page
+
+
+def test_hostile_names_stay_inside_the_report_and_are_escaped_in_both_pages(tmp_path):
+    table = constructed_results(seeds=2)
+    table.loc[table.scenario == "stop", "scenario"] = "../../escape"
+    table.loc[table.policy == "trained", "policy"] = "<img src=x onerror=alert(1)>"
+    out = tmp_path / "results"
+    write_results(table, out, command="drive-drail evaluate")
+    report = tmp_path / "deep" / "report"
+    path = write_report([out], report, config=ReportConfig(render=False), command="drive-drail report")
+    written = {p.resolve() for p in tmp_path.rglob("*") if p.is_file()} - {p.resolve() for p in out.rglob("*")}
+    assert written and all(report.resolve() in p.parents for p in written)  # nothing outside the report folder
+    assert not any(p.name.startswith(".") for p in (report / "assets").iterdir())
+    for page in (path.read_text(), (report / "report.md").read_text()):
+        assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page

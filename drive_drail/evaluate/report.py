@@ -19,6 +19,7 @@ import base64
 import html
 import io
 import math
+import re
 import shlex
 import sys
 from collections.abc import Sequence
@@ -94,6 +95,10 @@ class Image:
     name: str
     caption: str
 
+    def __post_init__(self) -> None:
+        # Names come from results tables (scenario and policy names): never a path, never hidden.
+        self.name = re.sub(r"[^A-Za-z0-9._-]", "_", self.name).lstrip(".") or "image"
+
     def data_uri(self) -> str:
         return f"data:image/{self.fmt};base64,{base64.b64encode(self.data).decode('ascii')}"
 
@@ -162,11 +167,11 @@ class Table:
 
     def markdown(self) -> str:
         def cell(text: str, best: bool) -> str:
-            text = text.replace("|", "\\|")
+            text = _md_text(text)
             return f"**{text}**" if best else text
 
-        header = [h.replace("|", "\\|") for h in self.header]
-        lines = [f"*{self.caption}*", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(self.header)]
+        header = [_md_text(h) for h in self.header]
+        lines = [f"*{_md_text(self.caption)}*", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(self.header)]
         lines += ["| " + " | ".join(cell(c, b) for c, b in zip(row, best)) + " |" for row, best in zip(self.rows, self.best)]
         return "\n".join(lines)
 
@@ -447,8 +452,14 @@ def _img_html(img: Image) -> str:
     )
 
 
+def _md_text(text: str) -> str:
+    """Text for a Markdown table cell or caption: HTML escaped (renderers pass raw HTML through), pipes escaped."""
+    return html.escape(str(text), quote=False).replace("|", "\\|")
+
+
 def _img_md(img: Image) -> str:
-    return f"![{img.caption}](assets/{img.name})\n\n*{img.caption}*"
+    caption = _md_text(img.caption).replace("[", "\\[").replace("]", "\\]")
+    return f"![{caption}](assets/{img.name})\n\n*{caption}*"
 
 
 def _seed_ranges(seeds: Sequence[int]) -> str:
@@ -497,12 +508,12 @@ def write_report(
 
     def section(title: str) -> None:
         html_parts.append(f"<h2>{html.escape(title)}</h2>")
-        md_parts.append(f"## {title}")
+        md_parts.append(f"## {_md_text(title)}")
 
     def para(text: str, cls: str = "") -> None:
         attr = f' class="{cls}"' if cls else ""
         html_parts.append(f"<p{attr}>{html.escape(text)}</p>")
-        md_parts.append(text)
+        md_parts.append(html.escape(text, quote=False))
 
     def add_table(t: Table) -> None:
         html_parts.append(t.html())
@@ -583,7 +594,7 @@ def write_report(
         f'<link rel="icon" href="data:,"><title>{title}</title><style>{CSS}</style></head>'
         f"<body><h1>{title}</h1>\n" + "\n".join(html_parts) + "\n</body></html>\n"
     )
-    markdown = f"# {config.title}\n\n" + "\n\n".join(md_parts) + "\n"
+    markdown = f"# {_md_text(config.title)}\n\n" + "\n\n".join(md_parts) + "\n"
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
