@@ -99,12 +99,24 @@ def _cmd_train(args: argparse.Namespace) -> None:
     print(f"run folder {run_dir}: actor.pt, metrics.csv, checkpoints/")
 
 
+def _output_folder(path: str, flag: str = "-o") -> None:
+    """Refuse an output folder that cannot be written before any work starts (a file, a read-only parent)."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"{flag} {path}: is a file, expected a folder")
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent if not os.path.exists(path) else path, os.W_OK):
+        raise UserError(f"{flag} {path}: cannot write there (permission denied)")
+
+
 def _cmd_export(args: argparse.Namespace) -> None:
     import numpy as np
 
     from drive_drail.deploy.export import export_policy, summary_lines
 
-    parity = np.load(args.parity_obs) if args.parity_obs else None
+    _output_folder(args.output)
+    parity = np.load(args.parity_obs, allow_pickle=False) if args.parity_obs else None
     manifest = export_policy(args.checkpoint, args.output, precision=args.precision, batch=args.batch, parity_obs=parity)
     print("\n".join(summary_lines(manifest, args.output)))
 
@@ -112,6 +124,7 @@ def _cmd_export(args: argparse.Namespace) -> None:
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     from drive_drail.evaluate.runner import evaluate, write_results
 
+    _output_folder(args.output)
     table = evaluate(
         args.policy,
         args.scenario,
@@ -145,6 +158,7 @@ def _cmd_replay(args: argparse.Namespace) -> None:
 def _cmd_report(args: argparse.Namespace) -> None:
     from drive_drail.evaluate.report import write_report
 
+    _output_folder(args.output)
     print(write_report(args.results, args.output, training_logs=args.training_logs))
 
 

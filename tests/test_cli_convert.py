@@ -106,3 +106,17 @@ def test_an_unwritable_output_is_one_line_not_a_traceback(tmp_path):
     (tmp_path / "taken").mkdir()
     proc = run_cli("convert", src, "-o", tmp_path / "taken")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", [
+    ["evaluate", "--policy", "expert", "--scenario", "stop", "--episodes", "1"],
+    ["report", "RESULTS"],
+    ["export", "RESULTS"],
+])
+def test_an_output_that_is_a_file_is_refused_before_any_work(tmp_path, command):
+    taken = tmp_path / "taken.txt"
+    taken.write_text("keep me")
+    (tmp_path / "RESULTS").mkdir()
+    argv = [str(tmp_path / a) if a == "RESULTS" else a for a in command]
+    proc = run_cli(*argv, "-o", taken)
+    assert proc.returncode == 2 and "is a file, expected a folder" in proc.stderr and taken.read_text() == "keep me"
