@@ -48,6 +48,7 @@ BAD = {
     "nan": (lambda df: df.assign(x=df["x"].where(df.index != 7, float("nan"))), "'x'"),
     "duplicated frame": (lambda df: pd.concat([df.iloc[:4], df.iloc[3:4], df.iloc[4:]]), "frame"),
     "feet not metres": (lambda df: df.assign(xVelocity=df["xVelocity"] * 3.28084 * 3.0), "xVelocity"),
+    "overflows float32": (lambda df: df.assign(x=df["x"] + 1e300), "'"),
 }
 
 

@@ -34,6 +34,9 @@ EGO_CHOICES = {
 """``ConvertConfig.egos`` values. A scenario's demonstrations are the driver who performs its task:
 traffic cars of a sim log are IDM drivers that never merge or stop for the task's obstacle."""
 
+MAX_COORDINATE_M = 1e7
+"""Positions farther than this from the log's origin are an error, not a road [m] (10,000 km)."""
+
 MOVING_MPS = 1.0
 """A track whose speed never exceeds this is parked, not driving [m/s]."""
 
@@ -174,6 +177,11 @@ def convert(log: TrackLog, config: ConvertConfig = ConvertConfig()) -> pd.DataFr
         raise LogError(log.source, "the log holds no vehicle states")
     k = action_period_frames(log, config.action_hz)
     dt_s = 1.0 / log.frame_rate_hz
+    for column in ("x_m", "y_m"):  # finite in float64 but meaningless (and overflowing float32) beyond this
+        far = np.flatnonzero(np.abs(df[column].to_numpy()) > MAX_COORDINATE_M)
+        if far.size:
+            raise LogError(log.source, f"position {df[column].iloc[far[0]]:.3g} m is beyond +-{MAX_COORDINATE_M:.0e} m",
+                           column=column, row=int(far[0]) + 1)
     tracks = kinematics.track_layout(df)
     kin = log_kinematics(log, tracks, config)
     if not (np.isfinite(kin.heading_rad).all() and np.isfinite(kin.speed_mps).all()):
@@ -233,6 +241,12 @@ def convert(log: TrackLog, config: ConvertConfig = ConvertConfig()) -> pd.DataFr
             "last_step": last_step,
         }
     )
+    # After the float32 casts: a finite float64 state (x = 1e308) can overflow into inf there.
+    for name, values in columns.items():
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            bad = int(np.flatnonzero(~np.isfinite(values))[0])
+            raise LogError(log.source, f"pair feature '{name}' is not finite (a state overflows float32)",
+                           column=name, row=int(ego_rows[bad]) + 1)
     out = pd.DataFrame(columns)
     out["maneuver"] = out["maneuver"].astype("category")
     return out
