@@ -120,7 +120,7 @@ def run_scenario(args, name: str) -> dict:
         highway = {}
         table = evaluate(["expert"], scenario, episodes=args.expert_episodes, split="eval", workers=2, reference=False)
         if args.eval_episodes:
-            specs = [f"{algo}-s{seed}={run_dir}" for (algo, seed), run_dir in runs.items()]
+            specs = [f"{algo}-s{seed}={run_dir}" for (algo, seed), run_dir in runs.items() if algo in (args.eval_algos or args.algos)]
             table = pd.concat([table, evaluate(specs, scenario, episodes=args.eval_episodes, split="eval", workers=2, reference=False)])
         table.to_csv(folder / "eval_episodes.csv", index=False)
         highway = {label: group["success"].to_numpy(bool) for label, group in table.groupby("policy")}
@@ -149,7 +149,8 @@ def run_scenario(args, name: str) -> dict:
                        "ppo_lr": args.ppo_lr, "disc_epochs": args.disc_epochs, "disc_batch": args.disc_batch,
                        "reward_norm": args.reward_norm, "reward_samples": args.reward_samples, "jobs": args.jobs,
                        "scenes": args.scenes, "split_scenes": args.split_scenes, "eval_episodes": args.eval_episodes,
-                       "expert_episodes": args.expert_episodes, "demo_episodes": args.demo_episodes}
+                       "expert_episodes": args.expert_episodes, "demo_episodes": args.demo_episodes,
+                       "eval_algos": args.eval_algos or args.algos}
     entry["command"] = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     entry["wall_time_s"] = round(time.time() - started, 1)
     return entry
@@ -225,6 +226,7 @@ def main() -> None:
     parser.add_argument("--scenes", type=int, default=2000, help="held-out scenes per policy in the batched simulator")
     parser.add_argument("--split-scenes", type=int, default=500, help="scenes per generalization split (0: skip)")
     parser.add_argument("--eval-episodes", type=int, default=100, help="held-out highway-env episodes per learned policy (0: skip)")
+    parser.add_argument("--eval-algos", nargs="+", default=None, help="learners played in highway-env (default: all)")
     parser.add_argument("--expert-episodes", type=int, default=100, help="held-out highway-env episodes of the scripted expert")
     parser.add_argument("--reuse", action="store_true", help="reuse finished runs and pairs in --out/work")
     parser.add_argument("--out", default="benchmarks/results/learning_v2")
