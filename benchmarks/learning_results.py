@@ -230,7 +230,12 @@ def main() -> None:
     parser.add_argument("--expert-episodes", type=int, default=100, help="held-out highway-env episodes of the scripted expert")
     parser.add_argument("--reuse", action="store_true", help="reuse finished runs and pairs in --out/work")
     parser.add_argument("--out", default="benchmarks/results/learning_v2")
+    parser.add_argument("--eval-threads", type=int, default=1,
+                        help="torch threads of the scoring process (1: stays fast when another job shares the cores)")
     args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.eval_threads)
     out = Path(args.out)
     for name in args.scenarios:
         write_json(out / f"{name}.json", run_scenario(args, name))
