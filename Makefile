@@ -25,7 +25,7 @@ demo: $(STAMP)
 	rm -rf $(DEMO)/train
 	$(BIN)/drive-drail train --scenario lane_change --algo drail --demos $(DEMO)/pairs.parquet \
 		--sim batched --steps 300000 --n-envs 256 --n-steps 32 --ppo-batch 1024 --ppo-epochs 5 \
-		--disc-epochs 1 --disc-batch 512 --seed 0 --out $(DEMO)/train
+		--disc-epochs 1 --disc-batch 512 --torch-threads 1 --seed 0 --out $(DEMO)/train
 	$(BIN)/drive-drail export $(DEMO)/train -o $(DEMO)/deploy
 	rm -rf $(DEMO)/results
 	$(BIN)/drive-drail evaluate --policy drail=$(DEMO)/train --policy expert --policy constant \
