@@ -125,6 +125,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     from drive_drail.evaluate.runner import evaluate, write_results
 
     _output_folder(args.output)
+    if args.workers < 1 or args.episodes < 1:
+        raise UserError(f"--workers and --episodes must be at least 1, got {args.workers} and {args.episodes}")
     table = evaluate(
         args.policy,
         args.scenario,

@@ -121,3 +121,9 @@ def test_an_output_that_is_a_file_is_refused_before_any_work(tmp_path, command):
     argv = [str(tmp_path / a) if a == "RESULTS" else a for a in command]
     proc = run_cli(*argv, "-o", taken)
     assert proc.returncode == 2 and "is a file, expected a folder" in proc.stderr and taken.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("flag, value", [("--workers", "0"), ("--workers", "-4"), ("--episodes", "0")])
+def test_evaluate_refuses_nonsense_counts(tmp_path, flag, value):
+    proc = run_cli("evaluate", "--policy", "expert", "--scenario", "stop", flag, value, "-o", tmp_path / "out")
+    assert proc.returncode == 2 and flag in proc.stderr and not (tmp_path / "out").exists()

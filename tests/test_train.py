@@ -283,3 +283,11 @@ def test_sigterm_checkpoints_and_stops_cleanly_and_the_run_resumes(stop_demos, t
     resume = subprocess.run([sys.executable, "-m", "drive_drail.cli", "train", "-o", str(out),  # settings from the run
                              "--resume", "--steps", str((stopped_at + 1) * 32), "--quiet"], capture_output=True, text=True, timeout=600)
     assert resume.returncode == 0, resume.stderr
+
+
+def test_an_empty_latest_pointer_is_named_not_a_missing_state_file(stop_demos, tmp_path):
+    run = train(small(stop_demos, tmp_path / "run", steps=32), progress=False)
+    (run / "checkpoints" / "latest").write_text("")
+    proc = subprocess.run([sys.executable, "-m", "drive_drail.cli", "train", "-o", str(run), "--resume", "--quiet"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "checkpoints/latest: names no checkpoint" in proc.stderr and "state.pt" not in proc.stderr

@@ -26,6 +26,7 @@ one or one from a version that pickled numpy objects, is refused with :class:`Ch
 from __future__ import annotations
 
 import random
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -112,7 +113,11 @@ def latest(run_dir: Path) -> Path | None:
     pointer = checkpoints_dir(run_dir) / "latest"
     if not pointer.exists():
         return None
-    path = checkpoints_dir(run_dir) / pointer.read_text().strip()
+    name = pointer.read_text(errors="replace").strip()
+    if not re.fullmatch(r"it-\d{6}", name):
+        raise CheckpointError(f"{pointer}: names no checkpoint (expected it-NNNNNN, got {name[:40]!r}); "
+                              "write the newest complete checkpoints/it-* folder's name into it")
+    path = checkpoints_dir(run_dir) / name
     return path if path.is_dir() else None
 
 
