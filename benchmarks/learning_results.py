@@ -219,7 +219,8 @@ def main() -> None:
     parser.add_argument("--ppo-lr", type=float, default=1e-4)
     parser.add_argument("--disc-epochs", type=int, default=1)
     parser.add_argument("--disc-batch", type=int, default=512)
-    parser.add_argument("--reward-norm", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--reward-norm", action=argparse.BooleanOptionalAction, default=False,
+                        help="the committed spec-2 table was made with it on (the default then): pass --reward-norm")
     parser.add_argument("--reward-samples", type=int, default=4)
     parser.add_argument("--jobs", type=int, default=2, help="training runs at once (1 torch thread each on 2 cores)")
     parser.add_argument("--demo-episodes", nargs="+", type=int, default=[200], help="several values: the data-efficiency curve")

@@ -237,8 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-injection", choices=["input", "film"], default="film",
                    help="DRAIL: the label scales the last hidden layer (film, default: the fused pass runs the trunk once) "
                         "or joins the network input (input, METHOD.md's public implementation)")
-    p.add_argument("--reward-norm", action=argparse.BooleanOptionalAction, default=True,
-                   help="divide rewards by the running std of the discounted return (default on)")
+    p.add_argument("--reward-norm", action=argparse.BooleanOptionalAction, default=False,
+                   help="divide rewards by the running std of the discounted return (default off)")
     p.add_argument("--reward-samples", type=int, default=4, help="(t, eps) draws averaged per diffusion reward (default 4)")
     p.add_argument("--task-filter", action="store_true", help="train only on pairs labelled with the scenario's manoeuvre")
     p.add_argument("-o", "--output", "--out", dest="out", help="run folder (default runs/SCENARIO-ALGO-sSEED)")
