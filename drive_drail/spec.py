@@ -178,7 +178,7 @@ def no_reverse_accel_mps2(accel_mps2, speed_mps, hold_s: float):
 def action_to_unit(action_physical: np.ndarray) -> np.ndarray:
     """Inverse of :func:`action_to_physical`, clipped to [-1, 1]. Shape ``[..., 2]``."""
     a = np.asarray(action_physical, dtype=np.float64)
-    out = np.minimum(np.maximum(2.0 * (a - _ACTION_LOW) / (_ACTION_HIGH - _ACTION_LOW) - 1.0, -1.0), 1.0)
+    out = physical_to_linear_unit(a)
     out[..., 1] = steer_to_unit(a[..., 1])
     return out
 

@@ -82,7 +82,7 @@ class ExportGraph(nn.Module):
         # spec.action_to_physical: accel = lo + (a + 1) / 2 * (hi - lo); steer = s0 u + (max - s0) u^3
         # (masks, not slices: the graph keeps float initialisers only)
         linear = self.action_lo + (action + 1.0) * 0.5 * (self.action_hi - self.action_lo)
-        cubic = spec.STEER_SLOPE_RAD * action + (spec.STEER_RANGE_RAD[1] - spec.STEER_SLOPE_RAD) * (action * action * action)
+        cubic = spec.steer_from_unit(action)  # plain arithmetic: traces on tensors as it runs on arrays
         action_physical = linear * (1.0 - self.steer_mask) + cubic * self.steer_mask
         return action, action_physical
 
