@@ -32,9 +32,11 @@ demo: $(STAMP)
 		--scenario lane_change --episodes 20 -o $(DEMO)/results
 	$(BIN)/drive-drail report $(DEMO)/results -o $(DEMO)/report --training-logs $(DEMO)/train
 
-# The report test opens the HTML in a real headless browser (Debian's chromium).
+# The report test opens the HTML in a real headless browser (Debian's chromium); where apt cannot
+# install it, that one test skips and says so.
 test: $(STAMP)
-	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+		|| echo "chromium could not be installed: the report's browser test will skip"
 	$(BIN)/python -m pytest -n 2 -q
 
 clean:

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from drive_drail.atomic import write_json, write_text
+from drive_drail.train.config import TrainConfig
 
 
 def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -66,8 +67,6 @@ def timed_train(config) -> float:
 
 
 def train_config(args, scenario: str, algo: str, seed: int, demos: Path, run_dir: Path):
-    from drive_drail.train.config import TrainConfig
-
     return TrainConfig(
         scenario=scenario, algo=algo, demos=str(demos), steps=args.steps, seed=seed, sim=args.sim, n_envs=args.n_envs,
         n_steps=args.n_steps, batch_size=args.ppo_batch, ppo_epochs=args.ppo_epochs, learning_rate=args.ppo_lr,
@@ -219,8 +218,8 @@ def main() -> None:
     parser.add_argument("--ppo-lr", type=float, default=1e-4)
     parser.add_argument("--disc-epochs", type=int, default=1)
     parser.add_argument("--disc-batch", type=int, default=512)
-    parser.add_argument("--reward-norm", action=argparse.BooleanOptionalAction, default=False,
-                        help="the committed spec-2 table was made with it on (the default then): pass --reward-norm")
+    parser.add_argument("--reward-norm", action=argparse.BooleanOptionalAction, default=TrainConfig().reward_norm,
+                        help="divide rewards by the running std of the discounted return (default: TrainConfig's)")
     parser.add_argument("--reward-samples", type=int, default=4)
     parser.add_argument("--jobs", type=int, default=2, help="training runs at once (1 torch thread each on 2 cores)")
     parser.add_argument("--demo-episodes", nargs="+", type=int, default=[200], help="several values: the data-efficiency curve")

@@ -49,51 +49,58 @@ def _cmd_record(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
+_TRAIN_FLAG_FIELDS = {
+    "scenario": "scenario", "algo": "algo", "demos": "demos", "steps": "steps", "seed": "seed", "n_envs": "n_envs",
+    "sim": "sim", "n_steps": "n_steps", "bc_epochs": "bc_epochs", "ppo_batch": "batch_size", "ppo_epochs": "ppo_epochs",
+    "ppo_lr": "learning_rate", "disc_epochs": "disc_epochs", "disc_batch": "disc_batch", "label_injection": "label_injection",
+    "reward_norm": "reward_norm", "reward_samples": "reward_samples", "task_filter": "task_filter", "out": "out",
+    "torch_threads": "torch_threads", "checkpoint_interval_s": "checkpoint_interval_s",
+}
+"""``train`` flag (argparse dest) -> the TrainConfig field it sets; --no-bc-warm-start and --unshared set the negation."""
+
+
+def _train_settings(args: argparse.Namespace) -> dict[str, object]:
+    """The TrainConfig fields the command line sets: ``--config FILE`` first, then each flag given (flags win)."""
+    from drive_drail.train.config import config_from_file
+
+    settings = config_from_file(args.config) if getattr(args, "config", None) else {}
+    settings.update({field: getattr(args, dest) for dest, field in _TRAIN_FLAG_FIELDS.items() if hasattr(args, dest)})
+    if getattr(args, "no_bc_warm_start", False):
+        settings["bc_warm_start"] = False
+    if getattr(args, "unshared", False):
+        settings["fused"] = False
+    return settings
+
+
 def _cmd_train(args: argparse.Namespace) -> None:
     from drive_drail.train.adversarial import TrainingDiverged, train
     from drive_drail.train.config import TrainConfig
 
-    if args.resume:
-        if not args.out:
+    resume = getattr(args, "resume", False)
+    settings = _train_settings(args)
+    if resume:
+        out = settings.get("out")
+        if not out:
             raise UserError("--resume needs the run folder: --out RUN (or -o RUN)")
+        if getattr(args, "config", None):
+            raise UserError("--config cannot be combined with --resume: a resume keeps the run's settings (give --steps for a new total)")
         from drive_drail.train import checkpoint
 
-        saved = checkpoint.load_config(args.out)
+        saved = checkpoint.load_config(out)
         if saved is None:
-            raise UserError(f"{args.out}: nothing to resume (no checkpoint found)")
-        for flag, given, kept in (("--scenario", args.scenario, saved.scenario), ("--algo", args.algo, saved.algo),
-                                  ("--demos", args.demos, saved.demos), ("--seed", args.seed, saved.seed)):
-            if given is not None and given != kept:
-                raise UserError(f"{flag} {given} contradicts the run in {args.out} ({kept}); a resume keeps the run's settings")
-    elif not args.scenario:
-        raise UserError("--scenario is required (a resumed run takes it from its folder)")
-    config = TrainConfig(
-        scenario=args.scenario or "",
-        algo=args.algo or "drail",
-        demos=args.demos or "",
-        steps=args.steps if args.steps is not None else 20_000,
-        seed=args.seed if args.seed is not None else 0,
-        n_envs=args.n_envs,
-        out=args.out or f"runs/{args.scenario}-{args.algo or 'drail'}-s{args.seed or 0}",
-        n_steps=args.n_steps,
-        bc_warm_start=not args.no_bc_warm_start,
-        bc_epochs=args.bc_epochs,
-        fused=not args.unshared,
-        label_injection=args.label_injection,
-        batch_size=args.ppo_batch,
-        ppo_epochs=args.ppo_epochs,
-        learning_rate=args.ppo_lr,
-        disc_epochs=args.disc_epochs,
-        disc_batch=args.disc_batch,
-        task_filter=args.task_filter,
-        reward_norm=args.reward_norm,
-        reward_samples=args.reward_samples,
-        sim=args.sim,
-        checkpoint_interval_s=args.checkpoint_interval_s,
-        torch_threads=args.torch_threads,
-    )
+            raise UserError(f"{out}: nothing to resume (no checkpoint found)")
+        for flag, field in (("--scenario", "scenario"), ("--algo", "algo"), ("--demos", "demos"), ("--seed", "seed")):
+            if field in settings and settings[field] != getattr(saved, field):
+                raise UserError(f"{flag} {settings[field]} contradicts the run in {out} ({getattr(saved, field)}); "
+                                "a resume keeps the run's settings")
+        config = saved
+    else:
+        if not settings.get("scenario"):
+            raise UserError("--scenario is required (a resumed run takes it from its folder)")
+        settings.setdefault("out", f"runs/{settings['scenario']}-{settings.get('algo', 'drail')}-s{settings.get('seed', 0)}")
+        config = TrainConfig(**settings)
     try:
-        run_dir = train(config, resume=args.resume, progress=not args.quiet, steps=args.steps)
+        run_dir = train(config, resume=resume, progress=not getattr(args, "quiet", False), steps=settings.get("steps") if resume else None)
     except TrainingDiverged as exc:
         raise UserError(f"training diverged: {exc}; the last good checkpoint is in {config.out}/checkpoints") from None
     print(f"run folder {run_dir}: actor.pt, metrics.csv, checkpoints/")
@@ -186,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Driving logs -> expert pairs -> DRAIL imitation learning -> closed-loop evaluation -> deploy.",
     )
     from drive_drail import __version__
-    from drive_drail.train.config import ALGOS
+    from drive_drail.train.config import ALGOS, TrainConfig
 
     parser.add_argument("--version", action="version", version=f"drive-drail {__version__} (spec {_spec_version()})")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -215,38 +222,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_record)
 
+    d = TrainConfig()  # every train flag's default is the config's (flags not given leave --config's value)
     p = sub.add_parser("train", help="train a policy by DRAIL or a baseline (GAIL, DiffAIL, DRAIL-UN, BC)",
-                       description="Adversarial imitation (PPO + discriminator) or behaviour cloning on expert pairs.")
+                       description="Adversarial imitation (PPO + discriminator) or behaviour cloning on expert pairs. "
+                                   "Settings: TrainConfig's defaults, then --config FILE, then the flags given.",
+                       argument_default=argparse.SUPPRESS)
+    p.add_argument("--config", help="YAML or JSON file of TrainConfig fields (e.g. a run's config.json); "
+                                    "every field, flags or not (gamma, ent_coef, disc_lr, policy_hidden, ...)")
     p.add_argument("--scenario", help="scenario name or path (required unless --resume)")
-    p.add_argument("--algo", choices=list(ALGOS), default=None, help="algorithm (default drail)")
+    p.add_argument("--algo", choices=list(ALGOS), help=f"algorithm (default {d.algo})")
     p.add_argument("--demos", help="expert pairs .parquet (from `drive-drail convert`)")
-    p.add_argument("--steps", type=int, default=None, help="environment steps (default 20000; with --resume: the new total)")
-    p.add_argument("--seed", type=int, default=None, help="run seed (default 0)")
-    p.add_argument("--n-envs", type=int, default=2, help="parallel environments (default 2; with --sim batched e.g. 256)")
-    p.add_argument("--sim", choices=["adapter", "batched"], default="adapter",
+    p.add_argument("--steps", type=int, help=f"environment steps (default {d.steps}; with --resume: the new total)")
+    p.add_argument("--seed", type=int, help=f"run seed (default {d.seed})")
+    p.add_argument("--n-envs", type=int, help=f"parallel environments (default {d.n_envs}; with --sim batched e.g. 256)")
+    p.add_argument("--sim", choices=["adapter", "batched"],
                    help="adapter: the scenario's simulator (default); batched: the vectorised highway simulator")
-    p.add_argument("--n-steps", type=int, default=256, help="rollout steps per worker per iteration (default 256)")
-    p.add_argument("--bc-epochs", type=int, default=30, help="behaviour-cloning epochs (default 30)")
+    p.add_argument("--n-steps", type=int, help=f"rollout steps per worker per iteration (default {d.n_steps})")
+    p.add_argument("--bc-epochs", type=int, help=f"behaviour-cloning epochs (default {d.bc_epochs})")
     p.add_argument("--no-bc-warm-start", action="store_true", help="start PPO from a random policy")
-    p.add_argument("--ppo-batch", type=int, default=128, help="PPO minibatch size (default 128)")
-    p.add_argument("--ppo-epochs", type=int, default=10, help="PPO epochs per iteration (default 10)")
-    p.add_argument("--ppo-lr", type=float, default=1e-4, help="PPO learning rate, linearly decayed to 0 (default 1e-4)")
-    p.add_argument("--disc-epochs", type=int, default=5, help="discriminator passes over each rollout (default 5)")
-    p.add_argument("--disc-batch", type=int, default=128, help="discriminator minibatch, expert and agent each (default 128)")
+    p.add_argument("--ppo-batch", type=int, help=f"PPO minibatch size (default {d.batch_size})")
+    p.add_argument("--ppo-epochs", type=int, help=f"PPO epochs per iteration (default {d.ppo_epochs})")
+    p.add_argument("--ppo-lr", type=float, help=f"PPO learning rate, linearly decayed to 0 (default {d.learning_rate:g})")
+    p.add_argument("--disc-epochs", type=int, help=f"discriminator passes over each rollout (default {d.disc_epochs})")
+    p.add_argument("--disc-batch", type=int, help=f"discriminator minibatch, expert and agent each (default {d.disc_batch})")
     p.add_argument("--unshared", action="store_true", help="DRAIL: score the two labels with their own t and eps")
-    p.add_argument("--label-injection", choices=["input", "film"], default="film",
+    p.add_argument("--label-injection", choices=["input", "film"],
                    help="DRAIL: the label scales the last hidden layer (film, default: the fused pass runs the trunk once) "
                         "or joins the network input (input, METHOD.md's public implementation)")
-    p.add_argument("--reward-norm", action=argparse.BooleanOptionalAction, default=False,
-                   help="divide rewards by the running std of the discounted return (default off)")
-    p.add_argument("--reward-samples", type=int, default=4, help="(t, eps) draws averaged per diffusion reward (default 4)")
+    p.add_argument("--reward-norm", action=argparse.BooleanOptionalAction,
+                   help=f"divide rewards by the running std of the discounted return (default {'on' if d.reward_norm else 'off'})")
+    p.add_argument("--reward-samples", type=int, help=f"(t, eps) draws averaged per diffusion reward (default {d.reward_samples})")
     p.add_argument("--task-filter", action="store_true", help="train only on pairs labelled with the scenario's manoeuvre")
     p.add_argument("-o", "--output", "--out", dest="out", help="run folder (default runs/SCENARIO-ALGO-sSEED)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--torch-threads", type=int, default=0,
-                   help="learner torch threads (default 0: one per core; 1 when runs share the machine)")
-    p.add_argument("--checkpoint-interval-s", type=float, default=30.0,
-                   help="seconds between checkpoints (default 30; the last iteration is always saved; 0: every iteration)")
+    p.add_argument("--torch-threads", type=int,
+                   help=f"learner torch threads (default {d.torch_threads}: one per core; 1 when runs share the machine)")
+    p.add_argument("--checkpoint-interval-s", type=float,
+                   help=f"seconds between checkpoints (default {d.checkpoint_interval_s:g}; the last iteration is always saved; 0: every iteration)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 
@@ -287,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parity-obs", help="observations .npy [N, obs_dim] for the torch/onnxruntime parity check")
     p.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("scenarios", help="list the available scenarios", description="List scenarios/ files.")
+    p = sub.add_parser("scenarios", help="list the available scenarios", description="List the scenario files (drive_drail/scenarios/, or $DRIVE_DRAIL_SCENARIO_DIR).")
     p.set_defaults(func=_cmd_scenarios)
     return parser
 

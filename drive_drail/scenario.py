@@ -1,4 +1,4 @@
-"""Declarative driving scenarios: one YAML file per (task, simulator) in ``scenarios/``.
+"""Declarative driving scenarios: one YAML file per (task, simulator) in ``drive_drail/scenarios/``.
 
 A scenario names the simulator environment and its settings, the scripted expert that
 records demonstrations, the control and simulation rates, the episode length, the
@@ -32,6 +32,7 @@ simulator environment's own defaults by its adapter, with the same kind of messa
 from __future__ import annotations
 
 import difflib
+import importlib.resources
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -174,14 +175,12 @@ class Scenario:
 
 
 def scenario_dir() -> Path:
-    """The folder of named scenarios: ``$DRIVE_DRAIL_SCENARIO_DIR``, else ``scenarios/`` at the repo root."""
+    """The folder of named scenarios: ``$DRIVE_DRAIL_SCENARIO_DIR``, else the package's own ``drive_drail/scenarios/``
+    (package data, so an installed wheel has them too)."""
     env = os.environ.get(SCENARIO_DIR_ENV)
     if env:
         return Path(env)
-    repo = Path(__file__).resolve().parent.parent / "scenarios"
-    if repo.is_dir():
-        return repo
-    return Path.cwd() / "scenarios"
+    return Path(str(importlib.resources.files("drive_drail") / "scenarios"))
 
 
 def list_scenarios() -> list[str]:

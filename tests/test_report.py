@@ -53,7 +53,7 @@ def test_report_tables_highlight_the_best_and_the_markdown_twin_matches(tmp_path
     logs = tmp_path / "run"
     logs.mkdir()
     pd.DataFrame(
-        {"global_step": [0, 256, 512, 768], "charts/episode_success": [0.0, 0.2, 0.4, 0.5], "disc/D_expert": [0.5, 0.6, 0.7, 0.7], "disc/D_agent": [0.5, 0.4, 0.3, 0.3], "losses/policy_loss": [0.1, 0.05, 0.02, 0.01]}
+        {"global_step": [0, 256, 512, 768], "charts/episode_success": [0.0, 0.2, 0.4, 0.5], "disc/d_expert": [0.5, 0.6, 0.7, 0.7], "disc/d_agent": [0.5, 0.4, 0.3, 0.3], "losses/policy_loss": [0.1, 0.05, 0.02, 0.01]}
     ).to_csv(logs / "metrics.csv", index=False)
     path = write_report([results_dir], tmp_path / "report", training_logs=[logs], config=ReportConfig(render=False), command="drive-drail report results -o report")
     page = path.read_text()

@@ -42,6 +42,13 @@ def test_training_run_writes_checkpoint_metrics_and_an_actor_that_acts(stop_demo
     metrics = pd.read_csv(run / "metrics.csv")
     for col in ("disc/loss", "disc/d_expert", "disc/d_agent", "charts/reward_mean", "losses/policy_loss", "bc/train_mse"):
         assert col in metrics.columns
+    from drive_drail.evaluate.report import LEARNING_PANELS  # every learning-curve panel of the report finds its columns
+    assert all(col in metrics.columns for _, cols in LEARNING_PANELS for col in cols)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(run / "tb"))
+    events.Reload()
+    assert {"disc/d_expert", "disc/d_agent", "charts/reward_mean", "losses/policy_loss"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("disc/d_agent")] == metrics.dropna(subset=["disc/d_agent"])["global_step"].tolist()
     assert metrics["global_step"].iloc[-1] == 128
     assert np.isfinite(metrics["disc/loss"].dropna()).all()
     actor = DeterministicActor.load(run / "actor.pt")
@@ -291,3 +298,50 @@ def test_an_empty_latest_pointer_is_named_not_a_missing_state_file(stop_demos, t
     proc = subprocess.run([sys.executable, "-m", "drive_drail.cli", "train", "-o", str(run), "--resume", "--quiet"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "checkpoints/latest: names no checkpoint" in proc.stderr and "state.pt" not in proc.stderr
+
+
+def test_a_runs_config_json_given_to_config_trains_the_same_run(stop_demos, tmp_path):
+    """`train --config FILE` reaches every TrainConfig field; a run's own config.json reproduces it bit for bit."""
+    first = train(small(stop_demos, tmp_path / "a", steps=64, gamma=0.95, policy_hidden=(16, 16)), progress=False)
+    proc = subprocess.run([sys.executable, "-m", "drive_drail.cli", "train", "--config", str(first / "config.json"),
+                           "-o", str(tmp_path / "b"), "--quiet"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    again = checkpoint.load_config(tmp_path / "b")
+    assert again.gamma == 0.95 and again.policy_hidden == (16, 16) and again.out == str(tmp_path / "b")
+    sa = DeterministicActor.load(first / "actor.pt").state_dict()
+    sb = DeterministicActor.load(tmp_path / "b" / "actor.pt").state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_config_file_values_yield_to_flags_given(tmp_path):
+    from drive_drail.cli import _train_settings, build_parser
+
+    (tmp_path / "c.yaml").write_text("scenario: merge\nsteps: 5000\nent_coef: 0.01\ninit_action_std: [0.2, 0.05]\n")
+    args = build_parser().parse_args(["train", "--config", str(tmp_path / "c.yaml"), "--steps", "64", "--no-bc-warm-start"])
+    settings = _train_settings(args)
+    assert settings == {"scenario": "merge", "steps": 64, "ent_coef": 0.01, "init_action_std": (0.2, 0.05), "bc_warm_start": False}
+    assert TrainConfig(**settings).n_envs == TrainConfig().n_envs  # flags not given keep the config default
+
+
+@pytest.mark.parametrize("content, says", [
+    ("scenario: stop\ngama: 0.9\n", "unknown key 'gama'"),
+    ("gamma: fast\n", "key 'gamma' must be a number"),
+    ("n_envs: 2.5\n", "key 'n_envs' must be an integer"),
+    ("reward_norm: 1\n", "key 'reward_norm' must be true or false"),
+    ("init_action_std: [0.1]\n", "key 'init_action_std' must be a list of 2 numbers"),
+    ("policy_hidden: [64, true]\n", "key 'policy_hidden' must be a list of integers"),
+    ("- scenario\n", "expected a mapping"),
+    ("scenario: [unclosed\n", "not a YAML or JSON file (line"),
+    ("scenario: stop\ndemos: x.parquet\ngamma: 1.5\n", "gamma must lie in [0, 1)"),
+])
+def test_a_bad_config_file_is_one_line_naming_the_file_and_key(tmp_path, content, says):
+    path = tmp_path / "bad.yaml"
+    path.write_text(content)
+    before = path.read_bytes()
+    proc = subprocess.run([sys.executable, "-m", "drive_drail.cli", "train", "--config", str(path), "-o", str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    line = proc.stderr.strip()
+    assert len(line.splitlines()) == 1 and says in line and "Traceback" not in line, line
+    assert says.startswith("gamma") or str(path) in line
+    assert not (tmp_path / "run").exists() and path.read_bytes() == before

@@ -61,11 +61,12 @@ METRIC_LABELS = {
 }
 LEARNING_PANELS = (
     ("episode success", ("charts/episode_success",)),
-    ("discriminator D", ("disc/D_expert", "disc/D_agent")),
+    ("discriminator D (expert, agent)", ("disc/d_expert", "disc/d_agent")),
     ("reward", ("charts/reward_mean",)),
     ("policy / value loss", ("losses/policy_loss", "losses/value_loss")),
     ("discriminator loss", ("disc/loss",)),
-    ("route completion", ("charts/episode_route_completion",)),
+    ("episode crash rate", ("charts/episode_crashed",)),
+    ("episode mean speed [m/s]", ("charts/episode_mean_speed_mps",)),
 )
 """Learning-curve panels: title, metrics.csv columns (panels without any column are left out)."""
 

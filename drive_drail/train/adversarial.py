@@ -147,7 +147,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, step
         raise UserError(f"{run_dir}: a run exists there; pass --resume to continue it or choose another --out")
     config.validate()
     scenario = load_scenario(config.scenario)
-    demos = load_demos(config.demos, scenario.task if config.task_filter else None, scenario.policy_frequency_hz)
+    demos = load_demos(config.demos, scenario.task if config.task_filter else None, scenario.policy_frequency_hz,
+                       config.obs_std_floor)
     set_random_seed(config.seed)
 
     # Expert data standardised once, with its own fixed statistics.
@@ -180,7 +181,7 @@ def _train_loop(config, run_dir, env, demos: Demos, expert_obs, expert_act, resu
             disc_config = {**common, "hidden_dim": config.disc_hidden, "scoring": "fused" if config.fused else "unshared",
                            "label_injection": config.label_injection, "reward_samples": config.reward_samples}
         disc = make_discriminator(config.algo, disc_obs_dim, spec.ACTION_DIM, disc_config, seed=config.seed)
-    metrics = MetricsLog(run_dir / "metrics.csv", fresh=not resume)
+    metrics = MetricsLog(run_dir / "metrics.csv", fresh=not resume, tensorboard_dir=run_dir / "tb")
     iterations = max(1, config.steps // (config.n_steps * config.n_envs))
     start = 0
 
@@ -295,9 +296,11 @@ def _train_loop(config, run_dir, env, demos: Demos, expert_obs, expert_act, resu
             last_checkpoint = time.monotonic()
         if stop:
             bar.close()
+            metrics.close()
             raise TrainingStopped(f"{run_dir}: stopped by signal {stop_request.signal} after iteration {iteration + 1} "
                                   f"(step {model.num_timesteps}), checkpointed; continue with --resume")
     bar.close()
+    metrics.close()
 
     actor = DeterministicActor.from_sb3(model.policy, demos.obs_mean, demos.obs_std)
     actor.save(run_dir / "actor.pt")

@@ -66,10 +66,11 @@ class TrainConfig:
     (benchmarks/results/learning_batched/LABEL_INJECTION.md) and scores both labels ~1.7-1.9x faster."""
     absorbing: bool = True
     """Treat failure terminations (crash, off-road) as entering an absorbing state whose reward the discriminator learns (DAC)."""
-    reward_norm: bool = False
-    """Divide rewards by the running std of the discounted return. Off by default: in paired DRAIL runs
-    (5 x 10^5 batched steps, 2000 held-out scenes) turning it off raised stop seed 0 from 0.50 to 0.95,
-    stop seed 2 from 0.87 to 0.975 and merge seed 0 from 0.86 to 0.91 (benchmarks/results/learning_v2/READING.md)."""
+    reward_norm: bool = True
+    """Divide rewards by the running std of the discounted return (CleanRL's NormalizeReward). Without it the
+    critic's loss reached 10^4-10^6 (absorbing rewards are paid gamma / (1 - gamma) times), SB3's one gradient-norm
+    clip over actor and critic then scaled the policy's step to nothing (approx KL 3e-4, clip fraction 0), and the
+    policy stayed at its BC start (benchmarks/results/learning_v2/READING.md)."""
     reward_samples: int = 4
     """(t, eps) draws averaged per pair when a diffusion discriminator scores a reward (Eq. 1's E_t
     estimated by Monte Carlo; one draw is a noisy reward)."""
@@ -78,6 +79,11 @@ class TrainConfig:
     episode is never cheaper than driving on, even before the discriminator has learned the
     absorbing state (early on its reward sat above the mean step's and the crash rate climbed)."""
 
+    obs_std_floor: float = 0.5
+    """Floor of the per-feature std of the demos' (spec-scaled) observations that standardise the policy's and the
+    discriminator's inputs: at most 1 / floor amplification. At 0.1 a feature constant in the demos (a neighbour
+    slot always filled, a lead always present) read -10 when it changed, the policy braked to a halt when traffic
+    thinned out, and DRAIL's rewards grew heavy tails (std ~10)."""
     # BC
     bc_epochs: int = 30
     """Epochs of behaviour cloning (the BC algorithm, or the warm start)."""
@@ -118,6 +124,19 @@ class TrainConfig:
         for flag, value in positive.items():
             if not (isinstance(value, (int, float)) and value > 0 and value == value and value != float("inf")):
                 raise UserError(f"{flag} must be a positive finite number, got {value!r}")
+        positive_only = {"disc_lr": self.disc_lr, "bc_lr": self.bc_lr, "clip_range": self.clip_range,
+                         "max_grad_norm": self.max_grad_norm, "disc_hidden": self.disc_hidden, "obs_std_floor": self.obs_std_floor}
+        positive_only.update({f"policy_hidden[{i}]": w for i, w in enumerate(self.policy_hidden)})
+        positive_only.update({f"init_action_std[{i}]": v for i, v in enumerate(self.init_action_std)})
+        for name, value in positive_only.items():
+            if not (value > 0 and value != float("inf")):
+                raise UserError(f"{name} must be a positive finite number, got {value!r}")
+        for name, value in (("gamma", self.gamma), ("gae_lambda", self.gae_lambda)):
+            if not 0.0 <= value <= 1.0 or name == "gamma" and value == 1.0:
+                raise UserError(f"{name} must lie in [0, 1{')' if name == 'gamma' else ']'}, got {value!r}")
+        for name, value in (("ent_coef", self.ent_coef), ("vf_coef", self.vf_coef)):
+            if not (value >= 0 and value != float("inf")):
+                raise UserError(f"{name} must be >= 0, got {value!r}")
         if not 0.0 <= self.crash_floor_quantile <= 1.0:
             raise UserError(f"crash_floor_quantile must lie in [0, 1], got {self.crash_floor_quantile!r}")
         if self.checkpoint_interval_s < 0 or self.checkpoint_interval_s != self.checkpoint_interval_s:
@@ -135,7 +154,70 @@ class TrainConfig:
         kwargs.setdefault("reward_norm", False)
         kwargs.setdefault("reward_samples", 1)
         kwargs.setdefault("crash_floor_quantile", 0.0)
+        kwargs.setdefault("obs_std_floor", 0.1)
         for key in ("policy_hidden", "init_action_std"):
             if key in kwargs:
                 kwargs[key] = tuple(kwargs[key])
         return cls(**kwargs)
+
+
+def _field_value(name: str, value, default):
+    """``value`` checked against the type of the field's default (a bool is not a number; an int is a float)."""
+    if isinstance(default, tuple):  # policy_hidden: any number of layer widths; init_action_std: one std per action dim
+        item = type(default[0])
+
+        def number(v) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and (item is float or float(v).is_integer())
+
+        wrong_length = name == "init_action_std" and len(value) != len(default) if isinstance(value, (list, tuple)) else True
+        if wrong_length or not value or not all(number(v) for v in value):
+            count = f"{len(default)} " if name == "init_action_std" else ""
+            raise ValueError(f"a list of {count}{'integers' if item is int else 'numbers'}")
+        return tuple(item(v) for v in value)
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ValueError("true or false")
+        return value
+    if isinstance(default, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or isinstance(default, int) and not float(value).is_integer():
+            raise ValueError("an integer" if isinstance(default, int) else "a number")
+        return type(default)(value)
+    if not isinstance(value, str):
+        raise ValueError("a string")
+    return value
+
+
+def config_from_file(path: str) -> dict[str, object]:
+    """The training settings of a YAML or JSON file (e.g. a run's ``config.json``), checked key by key.
+
+    Returns ``{field: value}`` for the fields the file sets; an unknown key or a wrongly typed
+    value is a :class:`UserError` naming the file and the key.
+    """
+    import yaml
+
+    from drive_drail.errors import UserError
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)  # JSON is YAML
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise UserError(f"{path}: not a YAML or JSON file{where}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of TrainConfig fields, got {type(data).__name__}")
+    defaults = TrainConfig()
+    known = {f.name for f in fields(TrainConfig)}
+    values: dict[str, object] = {}
+    for key, value in data.items():
+        if key not in known:
+            raise UserError(f"{path}: unknown key {key!r} (TrainConfig fields: {', '.join(sorted(known))})")
+        try:
+            values[key] = _field_value(key, value, getattr(defaults, key))
+        except ValueError as exc:
+            raise UserError(f"{path}: key {key!r} must be {exc}, got {value!r}") from None
+    return values

@@ -9,11 +9,6 @@ import numpy as np
 from drive_drail.errors import UserError
 from drive_drail.pairs.storage import read_pairs, select_task, to_arrays
 
-MIN_STD = 0.1
-"""Floor for the per-feature std of the (already spec-scaled) observations, so a
-feature that is constant in the demos (e.g. the lane count) cannot explode."""
-
-
 class Demos(NamedTuple):
     obs: np.ndarray  # [N, OBS_DIM] float32, spec-scaled (not yet standardised)
     action_unit: np.ndarray  # [N, 2] float32 in [-1, 1]
@@ -23,8 +18,12 @@ class Demos(NamedTuple):
     source: str
 
 
-def load_demos(path: str, task: str | None, policy_frequency_hz: float) -> Demos:
-    """Load expert pairs; their action rate must match the scenario's policy frequency."""
+def load_demos(path: str, task: str | None, policy_frequency_hz: float, min_std: float) -> Demos:
+    """Load expert pairs; their action rate must match the scenario's policy frequency.
+
+    The normaliser is the demos' per-feature mean and std, the std floored at ``min_std`` (TrainConfig's
+    ``obs_std_floor``) so that a feature constant in the demos (e.g. the lane count) cannot explode.
+    """
     pairs, meta = read_pairs(path)
     action_hz = float(meta.get("action_hz", 0.0))
     if abs(action_hz - policy_frequency_hz) > 1e-6:
@@ -37,5 +36,5 @@ def load_demos(path: str, task: str | None, policy_frequency_hz: float) -> Demos
         raise UserError(f"{path}: fewer than 2 expert pairs{' for task ' + task if task else ''}")
     arrays = to_arrays(pairs)
     mean = arrays.obs.mean(axis=0).astype(np.float32)
-    std = np.maximum(arrays.obs.std(axis=0), MIN_STD).astype(np.float32)
+    std = np.maximum(arrays.obs.std(axis=0), min_std).astype(np.float32)
     return Demos(arrays.obs, arrays.action_unit, mean, std, action_hz, str(path))

@@ -1,13 +1,15 @@
-"""Training metrics as a CSV a user can open: one row per iteration, one column per metric.
+"""Training metrics a user can open: a CSV (one row per iteration, one column per metric) and
+TensorBoard event files (``tensorboard --logdir RUN/tb``) with the same names.
 
-Metric names carry fixed prefixes (``losses/``, ``disc/``, ``charts/``, ``time/``, ``bc/``)
-against one global step (environment steps).
+Metric names carry fixed prefixes (``losses/``, ``disc/``, ``charts/``, ``time/``, ``bc/``; CleanRL's
+``charts/`` and ``losses/``) against one global step (environment steps).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import shutil
 from pathlib import Path
 
 from drive_drail.atomic import write_text
@@ -18,13 +20,18 @@ class MetricsLog:
     its whole history every iteration); a new column rewrites the file atomically. A line cut
     short by a kill is dropped on load."""
 
-    def __init__(self, path: str | Path, fresh: bool = False):
-        """Continue the log at ``path`` (a resumed run), or start it anew when ``fresh``."""
+    def __init__(self, path: str | Path, fresh: bool = False, tensorboard_dir: str | Path | None = None):
+        """Continue the log at ``path`` (a resumed run), or start it anew when ``fresh``; also write
+        TensorBoard events to ``tensorboard_dir`` when given."""
         self.path = Path(path)
+        self.tensorboard_dir = Path(tensorboard_dir) if tensorboard_dir is not None else None
+        self._tb = None
         self.rows: list[dict] = []
         self.columns: list[str] = []
         if self.path.exists() and fresh:
             self.path.unlink()
+        if fresh and self.tensorboard_dir is not None and self.tensorboard_dir.is_dir():
+            shutil.rmtree(self.tensorboard_dir)  # a new run does not inherit an old run's curves
         if self.path.exists():
             text = self.path.read_text()
             cut = bool(text) and not text.endswith("\n")  # the last row was being written when the run died
@@ -40,6 +47,8 @@ class MetricsLog:
         """Append a row (columns may grow over a run)."""
         row = {"global_step": global_step, **values}
         self.rows.append(row)
+        if self.tensorboard_dir is not None:
+            self._add_scalars(global_step, values)
         if all(k in self.columns for k in row) and self.path.exists():
             with self.path.open("a", newline="") as f:
                 csv.DictWriter(f, fieldnames=self.columns).writerow(row)
@@ -48,9 +57,31 @@ class MetricsLog:
             self._rewrite()
 
     def truncate_after(self, global_step: int) -> None:
-        """Drop rows logged after ``global_step`` (work a killed run did past its checkpoint)."""
+        """Drop rows logged after ``global_step`` (work a killed run did past its checkpoint); TensorBoard
+        hides its events past that step too (``purge_step``)."""
         self.rows = [r for r in self.rows if int(float(r["global_step"])) <= global_step]
         self._rewrite()
+        if self.tensorboard_dir is not None:
+            self._open_tensorboard(purge_step=global_step + 1)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+    def _open_tensorboard(self, purge_step: int | None = None):
+        from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
+
+        self.close()
+        self._tb = SummaryWriter(str(self.tensorboard_dir), purge_step=purge_step)
+        return self._tb
+
+    def _add_scalars(self, global_step: int, values: dict[str, float]) -> None:
+        tb = self._tb or self._open_tensorboard()
+        for name, value in values.items():
+            if isinstance(value, (int, float)) and value == value:
+                tb.add_scalar(name, float(value), global_step)
+        tb.flush()
 
     def _rewrite(self) -> None:
         buf = io.StringIO()
