@@ -12,7 +12,7 @@ Example (``scenarios/stop.yaml``, abridged)::
 
     name: stop
     simulator: highway
-    env_id: drive-drail/stop-v0
+    env_id: drive-drail-highway/stop-v0
     task: stop
     expert: idm_stop
     policy_frequency_hz: 5
@@ -41,7 +41,7 @@ from typing import Any, Callable
 import numpy as np
 import yaml
 
-from drive_drail.logs.base import LogError
+from drive_drail.errors import LogError
 
 SIMULATORS = ("highway", "metadrive")
 TASKS = ("lane_change", "merge", "stop")

@@ -48,7 +48,7 @@ def test_constants_are_highway_env_constants():
 def test_spawn_defaults_are_the_environments_defaults():
     from highway_env.envs.highway_env import HighwayEnvFast
 
-    for env_id, cls in (("highway-fast-v0", HighwayEnvFast), ("drive-drail/merge-ramp-v0", RampMergeEnv), ("drive-drail/stop-v0", StopEnv)):
+    for env_id, cls in (("highway-fast-v0", HighwayEnvFast), ("drive-drail-highway/merge-ramp-v0", RampMergeEnv), ("drive-drail-highway/stop-v0", StopEnv)):
         defaults = cls.default_config()
         for key, value in spawn.DEFAULTS[env_id].items():
             assert defaults[key] == value, (env_id, key)

@@ -212,3 +212,27 @@ def test_experts_drive_their_scenario_without_crashing(name):
     assert info[base.INFO_ROUTE_COMPLETION] > 0.2
     if name == "merge":
         assert info["merged"]  # 14 s from the ramp is enough to be on the main road
+
+
+def test_every_scenario_is_a_gymnasium_id_and_renders_frames(monkeypatch):
+    """`import drive_drail` registers drive-drail/<name>-v0; rgb_array frames are what RecordVideo records."""
+    import gymnasium as gym
+
+    import drive_drail  # noqa: F401 (registers)
+    from drive_drail.scenario import list_scenarios
+
+    monkeypatch.setenv("SDL_VIDEODRIVER", "offscreen")
+    assert {f"drive-drail/{name}-v0" for name in list_scenarios()} <= set(gym.registry)
+    env = gym.make("drive-drail/stop-v0", render_mode="rgb_array")
+    try:
+        obs, _ = env.reset(seed=5)
+        assert obs.shape == (spec.OBS_DIM,) and env.unwrapped.scenario.name == "stop"
+        obs, _, terminated, truncated, info = env.step(np.zeros(spec.ACTION_DIM, np.float32))
+        frame = env.render()
+        assert frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3 and frame.max() > 0
+    finally:
+        env.close()
+    plain = gym.make("drive-drail/lane_change-v0")
+    plain.reset(seed=0)
+    assert plain.render() is None
+    plain.close()

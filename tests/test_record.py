@@ -74,7 +74,7 @@ def test_log_is_valid_at_the_simulation_rate_with_every_vehicle(recorded, stop_s
         assert static.track_id.nunique() == 1 and static.x_m.nunique() == 1
 
     meta = read_simlog_meta(recorded)
-    assert meta["simulator"] == "highway" and meta["env_id"] == "drive-drail/stop-v0"
+    assert meta["simulator"] == "highway" and meta["env_id"] == "drive-drail-highway/stop-v0"
     assert meta["seeds"] == list(stop_scenario.train_seeds[3:5])
     assert meta["policy_frequency_hz"] == 5 and meta["simulation_frequency_hz"] == 15
     assert meta["highway_env_version"].count(".") >= 1 and meta["scenario"] == "stop"

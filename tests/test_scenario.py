@@ -18,7 +18,7 @@ from drive_drail.scenario import (
 GOOD = {
     "name": "tiny_stop",
     "simulator": "highway",
-    "env_id": "drive-drail/stop-v0",
+    "env_id": "drive-drail-highway/stop-v0",
     "task": "stop",
     "expert": "idm_stop",
     "policy_frequency_hz": 5,

@@ -45,19 +45,9 @@ class RenderedEpisode:
 
 def _rgb_frame(env) -> np.ndarray:
     """The current rgb frame of an adapter, ``[H, W, 3]`` uint8."""
-    render = getattr(env, "render_rgb", None)
-    if render is not None:  # an adapter that renders itself
-        return np.asarray(render())
-    hw = getattr(env, "hw_env", None)
-    if hw is None:
+    if "rgb_array" not in getattr(env, "metadata", {}).get("render_modes", ()):
         raise RenderError(f"{type(env).__name__}: no headless renderer")
-    if hw.render_mode != "rgb_array":
-        hw.render_mode = "rgb_array"
-    frame = hw.render()
-    # highway-env re-renders every intermediate simulation step after a render() call;
-    # the report only wants one frame per policy step.
-    hw.enable_auto_render = False
-    return np.asarray(frame)
+    return np.asarray(env.render_rgb())
 
 
 def render_episode(scenario: Scenario, split: str, seed: int, policy: PolicySpec, frame_every: int = 1, max_frames: int = 300) -> RenderedEpisode:

@@ -16,7 +16,7 @@ from typing import Mapping, Protocol
 import numpy as np
 import pandas as pd
 
-from drive_drail.errors import UserError
+from drive_drail.errors import LogError, UserError  # noqa: F401 (LogError: the readers' error, defined with the others)
 
 TRACK_FORMAT_VERSION = "1.0"
 
@@ -39,19 +39,6 @@ TRACK_COLUMNS: dict[str, str] = {
     "on_ramp": "bool",  # the lane is an on-ramp / acceleration lane (merge labels)
     "expert": "bool",  # the track may serve as an expert ego
 }
-
-
-class LogError(UserError, ValueError):
-    """A user-facing problem with an input file: printed as one line, exit code 2."""
-
-    def __init__(self, path: str | Path, message: str, column: str | None = None, row: int | None = None):
-        self.path, self.column, self.row, self.detail = str(path), column, row, message
-        where = [self.path]
-        if column is not None:
-            where.append(f"column '{column}'")
-        if row is not None:
-            where.append(f"row {row}")
-        super().__init__(f"{', '.join(where)}: {message}")
 
 
 @dataclass

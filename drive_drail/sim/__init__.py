@@ -35,3 +35,40 @@ def make_env(scenario: Scenario, seed: int = 0, split: str = "train"):
         )
     scenario.seeds_for(split)  # unknown split -> ScenarioError before building anything
     return importlib.import_module(module).make_env(scenario, seed=seed, split=split)
+
+
+GYM_NAMESPACE = "drive-drail"
+"""gymnasium ids are ``drive-drail/<scenario>-v0``: ``gymnasium.make("drive-drail/stop-v0")`` after ``import drive_drail``
+(the raw highway-env environments under the adapters are ``drive-drail-highway/...``)."""
+
+
+def make_gym_env(scenario: str, split: str = "train", seed: int = 0, render_mode: str | None = None):
+    """gymnasium's entry point: the spec adapter of scenario ``scenario`` (name or path), see :func:`make_env`.
+
+    ``render_mode="rgb_array"`` makes ``env.render()`` return top-down frames (highway-env scenarios),
+    which is what ``gymnasium.wrappers.RecordVideo`` records.
+    """
+    from drive_drail.scenario import load_scenario
+
+    env = make_env(load_scenario(scenario), seed=seed, split=split)
+    if render_mode is not None and render_mode not in env.metadata["render_modes"]:
+        env.close()
+        raise ScenarioError(scenario, f"render_mode {render_mode!r} is not available for this simulator "
+                            f"(available: {', '.join(env.metadata['render_modes']) or 'none'})", key="simulator")
+    env.render_mode = render_mode
+    return env
+
+
+def register_gym_envs() -> list[str]:
+    """Register ``drive-drail/<name>-v0`` with gymnasium for every scenario file; returns the ids."""
+    import gymnasium as gym
+
+    from drive_drail.scenario import list_scenarios
+
+    ids = []
+    for name in list_scenarios():
+        env_id = f"{GYM_NAMESPACE}/{name}-v0"
+        if env_id not in gym.registry:  # the adapter truncates at the scenario's episode_seconds itself
+            gym.register(id=env_id, entry_point="drive_drail.sim:make_gym_env", kwargs={"scenario": name}, disable_env_checker=True)
+        ids.append(env_id)
+    return ids

@@ -50,6 +50,8 @@ class SpecAdapter(gym.Env):
     and the two clocks (``policy_dt_s``, ``sim_dt_s`` [s])."""
 
     metadata = {"render_modes": []}
+    render_mode: str | None = None
+    """``"rgb_array"`` (where the adapter's metadata lists it): :meth:`render` returns the frame."""
     simulator: ClassVar[str]
     """The ``simulator`` value of the scenarios this adapter runs."""
     label: ClassVar[str]
@@ -65,6 +67,19 @@ class SpecAdapter(gym.Env):
         self.action_space = gym.spaces.Box(-1.0, 1.0, (spec.ACTION_DIM,), np.float32)
         self.policy_dt_s = 1.0 / scenario.policy_frequency_hz
         self.sim_dt_s = 1.0 / scenario.simulation_frequency_hz
+
+    def render(self):
+        """gymnasium's render: the current frame ``[H, W, 3]`` uint8 with ``render_mode="rgb_array"``, else None."""
+        if self.render_mode is None:
+            return None
+        if self.render_mode not in self.metadata["render_modes"]:
+            raise ScenarioError(self.scenario.source, f"the {self.label} adapter cannot render {self.render_mode!r} "
+                                f"(it renders: {', '.join(self.metadata['render_modes']) or 'nothing'})", key="simulator")
+        return self.render_rgb()
+
+    def render_rgb(self) -> np.ndarray:
+        """The current frame, ``[H, W, 3]`` uint8 (adapters that render implement this)."""
+        raise NotImplementedError
 
 
 def step_info(

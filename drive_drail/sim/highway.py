@@ -65,7 +65,7 @@ RESERVED_CONFIG_KEYS = {
 # The merge-from-the-ramp environment (stock merge-v0 starts the ego on the main road)
 # --------------------------------------------------------------------------------------
 
-MERGE_ENV_ID = "drive-drail/merge-ramp-v0"
+MERGE_ENV_ID = "drive-drail-highway/merge-ramp-v0"
 
 
 class RampMergeEnv(MergeEnv):
@@ -213,6 +213,7 @@ class HighwayAdapter(base.SpecAdapter):
 
     simulator = "highway"
     label = "highway"
+    metadata = {"render_modes": ["rgb_array"]}
 
     def __init__(self, scenario: Scenario, seed: int = 0, split: str = "train"):
         super().__init__(scenario, split)
@@ -238,6 +239,16 @@ class HighwayAdapter(base.SpecAdapter):
     def hw_env(self) -> AbstractEnv:
         """The wrapped highway-env environment (experts and the recorder read it)."""
         return self._hw
+
+    def render_rgb(self) -> np.ndarray:
+        """highway-env's top-down frame of the current scene, ``[H, W, 3]`` uint8 (headless: set
+        ``SDL_VIDEODRIVER=offscreen`` before pygame starts, as the report does)."""
+        if self._hw.render_mode != "rgb_array":
+            self._hw.render_mode = "rgb_array"
+        frame = self._hw.render()
+        # highway-env re-renders every intermediate simulation step after a render() call; one frame per policy step is enough.
+        self._hw.enable_auto_render = False
+        return np.asarray(frame)
 
     @property
     def road(self) -> Road:

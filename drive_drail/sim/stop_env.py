@@ -5,7 +5,7 @@ size of a car) blocks the ego's lane some distance ahead. The ego must come to a
 stop behind it without touching it and stay stopped. IDM traffic cruises on the other
 lanes (lane changes disabled, so the blocked lane stays the ego's problem).
 
-Registered with gymnasium as ``drive-drail/stop-v0`` by :func:`register` (idempotent;
+Registered with gymnasium as ``drive-drail-highway/stop-v0`` by :func:`register` (idempotent;
 the highway adapter calls it). Frame: highway-env's (x along the road, y to the right).
 """
 
@@ -17,7 +17,7 @@ from highway_env.road.road import Road, RoadNetwork
 from highway_env.vehicle.behavior import IDMVehicle
 from highway_env.vehicle.objects import Obstacle
 
-ENV_ID = "drive-drail/stop-v0"
+ENV_ID = "drive-drail-highway/stop-v0"
 
 
 class StalledVehicle(Obstacle):

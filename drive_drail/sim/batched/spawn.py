@@ -8,9 +8,9 @@ distributions, same rejection rules, same derived quantities such as the MOBIL t
   25 m/s on a random lane, then each IDM vehicle on a random lane, ``(12 + v) spacing
   exp(-5/40 lanes) U(0.9, 1.1)`` ahead of the frontmost vehicle; traffic does not check
   collisions among itself;
-- ``drive-drail/merge-ramp-v0`` (``RampMergeEnv._make_vehicles``): the ego on the ramp,
+- ``drive-drail-highway/merge-ramp-v0`` (``RampMergeEnv._make_vehicles``): the ego on the ramp,
   IDM traffic on the two main lanes, rejection-sampled for spacing (20 tries each);
-- ``drive-drail/stop-v0`` (``StopEnv._reset``): the ego, the stalled vehicle ahead in its
+- ``drive-drail-highway/stop-v0`` (``StopEnv._reset``): the ego, the stalled vehicle ahead in its
   lane, IDM traffic (no lane changes) on the other lanes.
 
 What differs from highway-env: the random numbers. highway-env draws from one
@@ -53,11 +53,11 @@ _FIXED = {
 
 DEFAULTS: dict[str, dict] = {
     "highway-fast-v0": {"lanes_count": 3, "vehicles_count": 20, "vehicles_density": 1, "ego_spacing": 1.5, "initial_lane_id": None},
-    "drive-drail/merge-ramp-v0": {
+    "drive-drail-highway/merge-ramp-v0": {
         "vehicles_count": 6, "speed_limit_mps": 30.0, "traffic_span_m": [0.0, 220.0], "traffic_speed_mps": [25.0, 30.0],
         "vehicles_spacing_m": 25.0, "ego_ramp_position_m": [70.0, 110.0], "ego_speed_mps": [20.0, 24.0], "goal_x_m": 370.0,
     },
-    "drive-drail/stop-v0": {
+    "drive-drail-highway/stop-v0": {
         "lanes_count": 2, "road_length_m": 1000.0, "speed_limit_mps": 20.0, "ego_start_x_m": 50.0, "ego_speed_mps": [15.0, 20.0],
         "ego_lane_id": None, "obstacle_distance_m": [90.0, 140.0], "vehicles_count": 4, "vehicles_spacing_m": 25.0,
         "traffic_span_m": [-60.0, 200.0],
@@ -145,7 +145,7 @@ def scene_family(scenario: Scenario, split: str = "train") -> SceneFamily:
     if scenario.env_id == "highway-fast-v0":
         lanes = road.straight_road(int(cfg["lanes_count"]), 10000.0, 30.0)
         return SceneFamily(scenario.env_id, cfg, lanes, 1 + int(cfg["vehicles_count"]), 0, lambda seeds: _spawn_highway(seeds, cfg, lanes))
-    if scenario.env_id == "drive-drail/merge-ramp-v0":
+    if scenario.env_id == "drive-drail-highway/merge-ramp-v0":
         lanes, obstacles = road.merge_road(float(cfg["speed_limit_mps"]))
         ramp = tuple(lanes.index(li) for li in (("j", "k", 0), ("k", "b", 0), ("b", "c", 2)))
         return SceneFamily(scenario.env_id, cfg, lanes, 1 + int(cfg["vehicles_count"]), len(obstacles), lambda seeds: _spawn_merge(seeds, cfg, lanes, obstacles), ramp)
