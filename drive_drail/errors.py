@@ -23,3 +23,11 @@ class LogError(UserError, ValueError):
         if row is not None:
             where.append(f"row {row}")
         super().__init__(f"{', '.join(where)}: {message}")
+
+
+class ArgumentError(UserError, ValueError):
+    """A bad argument value (a flag, or a keyword of the Python API, where it is also a ValueError)."""
+
+
+class DriveDrailWarning(UserWarning):
+    """Something the user should know that does not stop the work (the CLI prints it as one line)."""

@@ -326,3 +326,15 @@ def test_argument_errors_are_one_line(actor_dir, tmp_path):
     with pytest.raises(ValueError, match=r"parity_obs: shape \(10, 3\)"):
         export_policy(actor_dir, tmp_path / "x", parity_obs=np.zeros((10, 3)))
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("batch", ["8:4:x", "0", "8:4:64", "1:2"])
+def test_export_cli_refuses_a_bad_batch_range_in_one_line(actor_dir, tmp_path, batch):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "drive_drail.cli", "export", str(actor_dir), "-o", str(tmp_path / "x"), "--batch", batch],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == f"drive-drail export: error: batch '{batch}': expected N or MIN:OPT:MAX with 1 <= MIN <= OPT <= MAX"
+    assert not (tmp_path / "x").exists()

@@ -345,3 +345,16 @@ def test_a_bad_config_file_is_one_line_naming_the_file_and_key(tmp_path, content
     assert len(line.splitlines()) == 1 and says in line and "Traceback" not in line, line
     assert says.startswith("gamma") or str(path) in line
     assert not (tmp_path / "run").exists() and path.read_bytes() == before
+
+
+def test_demos_without_the_scenarios_manoeuvre_warn_in_one_line(stop_demos):
+    import warnings
+
+    from drive_drail.errors import DriveDrailWarning
+    from drive_drail.train.demos import load_demos
+
+    with pytest.warns(DriveDrailWarning, match=r"no pair is labelled 'merge', the scenario's manoeuvre \(labels found: .*stop"):
+        load_demos(stop_demos, None, 5.0, 0.5, scenario_task="merge")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_demos(stop_demos, None, 5.0, 0.5, scenario_task="stop")  # the stop demos do stop

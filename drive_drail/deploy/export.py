@@ -38,6 +38,7 @@ import numpy as np
 
 from drive_drail import spec
 from drive_drail.atomic import atomic_path, write_text
+from drive_drail.errors import ArgumentError
 from drive_drail.deploy import tensorrt_build as trtb
 from drive_drail.deploy.manifest import MANIFEST_NAME, Manifest, sha256_file
 from drive_drail.deploy.onnx_export import OUTPUT_NAMES, PRECISIONS, export_onnx, realistic_observations
@@ -73,12 +74,12 @@ def resolve_actor(path: str | Path) -> Path:
 def _check_parity_obs(obs: np.ndarray, obs_dim: int) -> np.ndarray:
     obs = np.asarray(obs)
     if obs.ndim != 2 or obs.shape[1] != obs_dim or obs.shape[0] < 1:
-        raise ValueError(f"parity_obs: shape {obs.shape}, expected [N, {obs_dim}] with N >= 1")
+        raise ArgumentError(f"parity_obs: shape {obs.shape}, expected [N, {obs_dim}] with N >= 1")
     if not np.issubdtype(obs.dtype, np.floating):
-        raise ValueError(f"parity_obs: dtype {obs.dtype}, expected floating point")
+        raise ArgumentError(f"parity_obs: dtype {obs.dtype}, expected floating point")
     bad = np.flatnonzero(~np.isfinite(obs).all(axis=1))
     if bad.size:
-        raise ValueError(f"parity_obs: row {bad[0]} has a non-finite value")
+        raise ArgumentError(f"parity_obs: row {bad[0]} has a non-finite value")
     return np.ascontiguousarray(obs, dtype=np.float32)
 
 
@@ -179,7 +180,7 @@ def export_policy(
         ValueError / FileNotFoundError: bad arguments, named in a one-line message.
     """
     if precision not in PRECISIONS:
-        raise ValueError(f"precision '{precision}': expected one of {', '.join(PRECISIONS)}")
+        raise ArgumentError(f"precision '{precision}': expected one of {', '.join(PRECISIONS)}")
     batch_range = trtb.parse_batch(batch)
     actor_file = resolve_actor(actor_path)
     actor = DeterministicActor.load(actor_file)

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from drive_drail.atomic import atomic_path
+from drive_drail.errors import ArgumentError
 from drive_drail.deploy.onnx_export import INPUT_NAME, OUTPUT_NAMES
 
 ENGINE_NAME = "policy.engine"
@@ -62,7 +63,7 @@ def parse_batch(text: str | int) -> BatchRange:
     if len(sizes) == 1:
         sizes = sizes * 3
     if len(sizes) != 3 or not 1 <= sizes[0] <= sizes[1] <= sizes[2]:
-        raise ValueError(f"batch '{text}': expected N or MIN:OPT:MAX with 1 <= MIN <= OPT <= MAX")
+        raise ArgumentError(f"batch '{text}': expected N or MIN:OPT:MAX with 1 <= MIN <= OPT <= MAX")
     return BatchRange(*sizes)
 
 

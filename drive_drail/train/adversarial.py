@@ -148,7 +148,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, step
     config.validate()
     scenario = load_scenario(config.scenario)
     demos = load_demos(config.demos, scenario.task if config.task_filter else None, scenario.policy_frequency_hz,
-                       config.obs_std_floor)
+                       config.obs_std_floor, scenario_task=scenario.task)
     set_random_seed(config.seed)
 
     # Expert data standardised once, with its own fixed statistics.

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple
 
 import numpy as np
 
-from drive_drail.errors import UserError
+from drive_drail.errors import DriveDrailWarning, UserError
 from drive_drail.pairs.storage import read_pairs, select_task, to_arrays
 
 class Demos(NamedTuple):
@@ -18,11 +19,12 @@ class Demos(NamedTuple):
     source: str
 
 
-def load_demos(path: str, task: str | None, policy_frequency_hz: float, min_std: float) -> Demos:
+def load_demos(path: str, task: str | None, policy_frequency_hz: float, min_std: float, scenario_task: str | None = None) -> Demos:
     """Load expert pairs; their action rate must match the scenario's policy frequency.
 
     The normaliser is the demos' per-feature mean and std, the std floored at ``min_std`` (TrainConfig's
     ``obs_std_floor``) so that a feature constant in the demos (e.g. the lane count) cannot explode.
+    ``scenario_task``: warn (:class:`DriveDrailWarning`) when no pair carries that manoeuvre label.
     """
     pairs, meta = read_pairs(path)
     action_hz = float(meta.get("action_hz", 0.0))
@@ -31,6 +33,11 @@ def load_demos(path: str, task: str | None, policy_frequency_hz: float, min_std:
             f"{path}: pairs were converted at {action_hz:g} Hz but the scenario acts at {policy_frequency_hz:g} Hz; "
             f"re-run `drive-drail convert --action-hz {policy_frequency_hz:g}`"
         )
+    label = f"is_{scenario_task}"
+    if scenario_task is not None and label in pairs.columns and not pairs[label].any():
+        found = ", ".join(sorted({str(m) for m in pairs["maneuver"].unique()})) if "maneuver" in pairs.columns else "none"
+        warnings.warn(f"{path}: no pair is labelled '{scenario_task}', the scenario's manoeuvre (labels found: {found}); "
+                      "these demos may not show the task", DriveDrailWarning, stacklevel=2)
     pairs = select_task(pairs, task)
     if len(pairs) < 2:
         raise UserError(f"{path}: fewer than 2 expert pairs{' for task ' + task if task else ''}")
