@@ -35,17 +35,8 @@ from pathlib import Path
 import numpy as np
 
 from drive_drail.atomic import write_json, write_text
+from drive_drail.evaluate.aggregate import wilson
 from drive_drail.train.config import TrainConfig
-
-
-def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion (95% for z = 1.96)."""
-    if n == 0:
-        return (float("nan"), float("nan"))
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def rate(outcomes: np.ndarray) -> dict:

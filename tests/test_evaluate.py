@@ -150,6 +150,20 @@ def test_aggregate_groups_policy_scenario_split_and_is_stable_under_additions():
     pd.testing.assert_frame_equal(agg2[agg2.policy != "c"].reset_index(drop=True), agg.reset_index(drop=True))
 
 
+def test_rates_get_wilson_intervals_that_admit_what_few_episodes_cannot_rule_out():
+    """Four failed episodes: the bootstrap would say 0% [0%, 0%]; a rate's interval must not claim certainty."""
+    table = pd.DataFrame({"policy": "p", "scenario": "s", "split": "eval", "seed": range(4),
+                          "success": 0.0, "collision": 1.0, "min_ttc_s": [1.0, 2.0, 3.0, 4.0]})
+    agg = aggregate(table).set_index("metric")
+    assert agg.loc["success", "ci_low"] == 0.0 and agg.loc["success", "ci_high"] == pytest.approx(0.490, abs=1e-3)
+    assert agg.loc["collision", "ci_low"] == pytest.approx(0.510, abs=1e-3) and agg.loc["collision", "ci_high"] == 1.0
+    assert 1.0 <= agg.loc["min_ttc_s", "ci_low"] < agg.loc["min_ttc_s", "ci_high"] <= 4.0  # still the bootstrap
+    from drive_drail.evaluate.aggregate import wilson
+
+    lo, hi = wilson(27, 30)
+    assert lo == pytest.approx(0.7438, abs=1e-4) and hi == pytest.approx(0.9654, abs=1e-4)  # worked by hand
+
+
 # ---------------------------------------------------------------- policy sources
 
 

@@ -1,5 +1,9 @@
-"""Aggregates of the per-episode table: mean and a 95% bootstrap confidence interval per
+"""Aggregates of the per-episode table: mean and a 95% confidence interval per
 policy x scenario x split and metric.
+
+The 0/1 outcomes (``RATE_METRICS``: success, collision, off-road) get Wilson score intervals: a
+bootstrap of 4 episodes that all failed would claim ``0% [0%, 0%]``, Wilson says ``[0%, 49%]``.
+Every other metric gets a percentile bootstrap.
 
 Percentile bootstrap, vectorised: one matrix of resample indices ``[n_boot, n]`` per
 group, shared by every metric of the group, and NaN-aware means (``time_to_goal_s`` is
@@ -10,13 +14,14 @@ does not change when other policies or scenarios are added to the table.
 
 from __future__ import annotations
 
+import math
 import zlib
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from drive_drail.evaluate.metrics import METRIC_COLUMNS
+from drive_drail.evaluate.metrics import METRIC_COLUMNS, RATE_METRICS
 
 GROUP_COLUMNS = ("policy", "scenario", "split")
 AGGREGATE_COLUMNS = (*GROUP_COLUMNS, "metric", "n", "mean", "ci_low", "ci_high")
@@ -32,6 +37,16 @@ class BootstrapConfig:
     """Coverage of the interval, in (0, 1)."""
     seed: int = 0
     """Base seed; each group mixes in a hash of its key."""
+
+
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion ``successes / n`` (95% for z = 1.96); NaN for n = 0."""
+    if n == 0:
+        return (float("nan"), float("nan"))
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def bootstrap_mean_ci(values: np.ndarray, config: BootstrapConfig = BootstrapConfig(), key: str = "") -> np.ndarray:
@@ -72,6 +87,13 @@ def bootstrap_mean_ci(values: np.ndarray, config: BootstrapConfig = BootstrapCon
     return out
 
 
+def _normal_quantile(p: float) -> float:
+    """The standard normal's p-quantile (1.96 at 0.975)."""
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(p)
+
+
 def aggregate(
     results: pd.DataFrame, metrics: tuple[str, ...] | None = None, config: BootstrapConfig = BootstrapConfig()
 ) -> pd.DataFrame:
@@ -90,6 +112,11 @@ def aggregate(
     for key, group in results.groupby(list(GROUP_COLUMNS), sort=True, dropna=False):
         values = group[list(metrics)].to_numpy(dtype=np.float64)
         stats = bootstrap_mean_ci(values, config, key="/".join(map(str, key)))
+        z = _normal_quantile(0.5 + config.confidence / 2.0)
+        for j, metric in enumerate(metrics):
+            if metric in RATE_METRICS and stats[j, 0] > 0:
+                outcomes = values[:, j][~np.isnan(values[:, j])]
+                stats[j, 2:] = wilson(int(round(outcomes.sum())), len(outcomes), z)
         for metric, (n, mean, lo, hi) in zip(metrics, stats):
             rows.append((*key, metric, int(n), mean, lo, hi))
     return pd.DataFrame(rows, columns=list(AGGREGATE_COLUMNS))

@@ -59,6 +59,9 @@ METRIC_COLUMNS: tuple[str, ...] = (
 )
 """Per-episode metric columns of the results table, in order."""
 
+RATE_METRICS: tuple[str, ...] = ("success", "collision", "offroad")
+"""The 0/1 outcomes among them: aggregated as binomial rates with Wilson score intervals."""
+
 HIGHER_IS_BETTER: dict[str, bool | None] = {
     "success": True,
     "collision": False,

@@ -1,7 +1,7 @@
 """The evaluation report: one self-contained HTML file and its Markdown twin.
 
 ``write_report(results, out_dir)`` reads results tables (:func:`read_results`), aggregates
-them with bootstrap confidence intervals and writes ``OUT/report.html`` (every image
+them with 95% confidence intervals (Wilson for rates, bootstrap otherwise) and writes ``OUT/report.html`` (every image
 inlined as a base64 data URI, no scripts, no external resources) and ``OUT/report.md``
 (images as files under ``OUT/assets/``). Contents:
 
@@ -202,7 +202,7 @@ def summary_tables(agg: pd.DataFrame, policies: list[str], scenarios: list[str],
         for j in range(len(cols)):
             for i, b in enumerate(best_mask([m[j] for m in means], metric)):
                 best[i][j + 1] = b
-        tables.append(Table(f"{METRIC_LABELS.get(metric, metric)} with 95% bootstrap CI, split '{split}'", ["policy", *cols], cells, best))
+        tables.append(Table(f"{METRIC_LABELS.get(metric, metric)} with 95% CI, split '{split}'", ["policy", *cols], cells, best))
     return tables
 
 
@@ -228,7 +228,7 @@ def scenario_table(agg: pd.DataFrame, scenario: str, policies: list[str], metric
             for i, b in zip(idx, best_mask([means[i][j] for i in idx], m)):
                 best[i][j + 1] = b
     header = ["policy (split)", *(METRIC_LABELS.get(m, m) for m in metrics)]
-    return Table(f"{scenario}: mean [95% bootstrap CI] per episode", header, rows, best)
+    return Table(f"{scenario}: mean [95% CI: Wilson for rates, bootstrap otherwise] per episode", header, rows, best)
 
 
 def _split_order(split: str) -> tuple[int, str]:
@@ -281,7 +281,7 @@ def metric_bars(agg: pd.DataFrame, scenario: str, policies: list[str], metrics: 
     for ax in list(axes.flat)[len(metrics):]:
         ax.set_visible(False)
     axes.flat[0].legend(title="split", fontsize=8, title_fontsize=8)
-    fig.suptitle(f"{scenario}: mean and 95% bootstrap CI", fontsize=11)
+    fig.suptitle(f"{scenario}: mean and 95% CI", fontsize=11)
     fig.tight_layout()
     return _png(fig)
 
@@ -527,8 +527,9 @@ def write_report(
 
     para(
         f"{len(table)} episodes: {len(policies)} policies ({', '.join(policies)}) on {len(scenarios)} scenarios "
-        f"({', '.join(scenarios)}). Cells: mean [95% percentile bootstrap CI, {config.bootstrap.n_boot} resamples, "
-        f"seed {config.bootstrap.seed}]; the best value per column is highlighted."
+        f"({', '.join(scenarios)}). Cells: mean [95% CI: Wilson score interval for the "
+        f"success, collision and off-road rates; percentile bootstrap of {config.bootstrap.n_boot} resamples, seed "
+        f"{config.bootstrap.seed}, for the other metrics]; the best value per column is highlighted."
     )
 
     section("Summary: success rate")
@@ -540,7 +541,7 @@ def write_report(
         add_table(scenario_table(agg, sc, policies, METRIC_COLUMNS))
         bars = metric_bars(agg, sc, policies)
         if bars is not None:
-            add_image(Image(bars, "png", f"{sc}_metrics.png", f"{sc}: main metrics per policy and split, mean with 95% bootstrap CI"))
+            add_image(Image(bars, "png", f"{sc}_metrics.png", f"{sc}: main metrics per policy and split, mean with 95% CI"))
         if config.render:
             gifs, notes = episode_gifs(table, sc, runs, config)
             for img in gifs:
