@@ -59,9 +59,9 @@ def test_report_tables_highlight_the_best_and_the_markdown_twin_matches(tmp_path
     page = path.read_text()
     md = (tmp_path / "report" / "report.md").read_text()
 
-    # summary: the expert's 100% success is the highlighted best of each scenario and split
-    assert page.count('<td class="best">100% [100%, 100%] (n=6)</td>') == 4
-    assert md.count("**100% [100%, 100%] (n=6)**") == 4
+    # summary: the expert's 100% success is the highlighted best of each scenario and split (Wilson: 6 of 6 -> [61%, 100%])
+    assert page.count('<td class="best">100% [61%, 100%] (n=6)</td>') == 4
+    assert md.count("**100% [61%, 100%] (n=6)**") == 4
     assert '<td class="best">50%' not in page.split("Scenario: stop")[0]
     # per-scenario tables: the trained policy has the lowest ADE (the expert has none)
     stop = page.split("Scenario: stop")[1].split("</table>")[0]
