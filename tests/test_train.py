@@ -42,6 +42,9 @@ def test_training_run_writes_checkpoint_metrics_and_an_actor_that_acts(stop_demo
     metrics = pd.read_csv(run / "metrics.csv")
     for col in ("disc/loss", "disc/d_expert", "disc/d_agent", "charts/reward_mean", "losses/policy_loss", "bc/train_mse"):
         assert col in metrics.columns
+    bc = pd.read_csv(run / "bc.csv")  # BC's losses per epoch
+    assert bc["epoch"].tolist() == [1, 2] and np.isfinite(bc[["train_mse", "val_mse"]].to_numpy()).all()
+    assert bc["train_mse"].iloc[-1] == pytest.approx(metrics["bc/train_mse"].dropna().iloc[0])
     from drive_drail.evaluate.report import LEARNING_PANELS  # every learning-curve panel of the report finds its columns
     assert all(col in metrics.columns for _, cols in LEARNING_PANELS for col in cols)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

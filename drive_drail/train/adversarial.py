@@ -34,7 +34,7 @@ from stable_baselines3.common.utils import obs_as_tensor, set_random_seed
 from tqdm import tqdm
 
 from drive_drail import spec
-from drive_drail.atomic import write_json
+from drive_drail.atomic import write_csv, write_json
 from drive_drail.errors import UserError
 from drive_drail.models.discriminators import make_discriminator
 from drive_drail.models.policy import DeterministicActor
@@ -191,8 +191,10 @@ def _train_loop(config, run_dir, env, demos: Demos, expert_obs, expert_act, resu
         metrics.truncate_after(state.global_step)
     else:
         if config.algo == "bc" or config.bc_warm_start:
-            bc = behaviour_clone(model.policy, expert_obs, expert_act, config.bc_epochs, config.bc_lr, config.seed)
+            bc, history = behaviour_clone(model.policy, expert_obs, expert_act, config.bc_epochs, config.bc_lr, config.seed,
+                                          progress=progress)
             metrics.write(0, {f"bc/{k}": v for k, v in bc.items()})
+            write_csv(run_dir / "bc.csv", history)  # per-epoch losses: is BC still improving, is it overfitting?
         if config.algo == "bc":
             iterations = 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 
 def policy_mean(policy: nn.Module, obs: torch.Tensor) -> torch.Tensor:
@@ -22,14 +23,16 @@ def behaviour_clone(
     seed: int,
     batch_size: int = 256,
     val_fraction: float = 0.1,
-) -> dict[str, float]:
+    progress: bool = False,
+) -> tuple[dict[str, float], list[dict[str, float]]]:
     """Regress the policy's mean action onto expert actions (MSE), in place.
 
     Args:
         obs: ``[N, obs_dim]`` standardised expert observations.
         action_unit: ``[N, act_dim]`` expert actions in [-1, 1].
+        progress: a progress bar over the epochs.
     Returns:
-        final train and held-out MSE.
+        the final train and held-out MSE, and one ``{"epoch", "train_mse", "val_mse"}`` row per epoch.
     """
     gen = torch.Generator().manual_seed(seed)
     x = torch.as_tensor(obs, dtype=torch.float32)
@@ -39,8 +42,10 @@ def behaviour_clone(
     val, trn = perm[:n_val], perm[n_val:]
     params = [*policy.mlp_extractor.policy_net.parameters(), *policy.action_net.parameters()]
     opt = torch.optim.Adam(params, lr=lr)
-    train_loss = float("nan")
-    for _ in range(epochs):
+    train_loss = val_loss = float("nan")
+    history: list[dict[str, float]] = []
+    bar = tqdm(range(epochs), desc="bc", unit="epoch", disable=not progress)
+    for epoch in bar:
         order = trn[torch.randperm(len(trn), generator=gen)]
         losses = []
         for i in range(0, len(order), batch_size):
@@ -53,6 +58,9 @@ def behaviour_clone(
         train_loss = float(np.mean(losses))
         if not np.isfinite(train_loss):
             raise FloatingPointError(f"behaviour cloning loss is {train_loss}")
-    with torch.no_grad():
-        val_loss = float(torch.mean((policy_mean(policy, x[val]) - y[val]) ** 2)) if n_val else float("nan")
-    return {"train_mse": train_loss, "val_mse": val_loss}
+        with torch.no_grad():
+            val_loss = float(torch.mean((policy_mean(policy, x[val]) - y[val]) ** 2)) if n_val else float("nan")
+        history.append({"epoch": epoch + 1, "train_mse": train_loss, "val_mse": val_loss})
+        bar.set_postfix(train_mse=f"{train_loss:.4f}", val_mse=f"{val_loss:.4f}")
+    bar.close()
+    return {"train_mse": train_loss, "val_mse": val_loss}, history

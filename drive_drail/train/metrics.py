@@ -12,7 +12,7 @@ import io
 import shutil
 from pathlib import Path
 
-from drive_drail.atomic import write_text
+from drive_drail.atomic import write_csv
 
 
 class MetricsLog:
@@ -84,8 +84,4 @@ class MetricsLog:
         tb.flush()
 
     def _rewrite(self) -> None:
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=self.columns)
-        writer.writeheader()
-        writer.writerows(self.rows)
-        write_text(self.path, buf.getvalue())
+        write_csv(self.path, self.rows, self.columns)
