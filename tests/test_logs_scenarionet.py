@@ -240,3 +240,19 @@ def test_grid_lane_search_equals_brute_force(seed):
     xy = rng.uniform(-220, 220, (3000, 2))  # near lanes, between them, and far off the map
     heading = rng.uniform(-np.pi, np.pi, 3000)
     np.testing.assert_array_equal(nearest_segment(lane_map, xy, heading), nearest_segment_brute(lane_map, xy, heading))
+
+
+def test_float32_timestamps_that_jitter_read_as_the_nominal_rate_and_convert(tmp_path):
+    """Waymo's ScenarioNet files store ts as float32: a median step gives 10.0011 Hz, which no action rate divides."""
+    from drive_drail.pairs.convert import ConvertConfig, convert_file
+
+    sd = make_scenario("jitter", length=91)
+    sd["metadata"]["ts"] = (np.arange(91) * 0.1 + 3.7).astype(np.float32)  # an offset start, as in Waymo's 9.1 s scenes
+    steps = np.diff(sd["metadata"]["ts"].astype(np.float64))
+    k = (1.0 / np.median(steps)) / 5.0
+    assert abs(k - round(k)) > 1e-6  # the jitter is real: a median step's rate is no whole multiple of 5 Hz
+    folder = write_scenarionet(tmp_path / "sn", [sd])
+    log = ScenarioNetReader().read(folder)
+    assert log.frame_rate_hz == 10.0
+    pairs, meta = convert_file(str(folder), str(tmp_path / "pairs.parquet"), "scenarionet", ConvertConfig(action_hz=5.0))
+    assert len(pairs) > 0 and meta["action_hz"] == 5.0

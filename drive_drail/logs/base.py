@@ -41,6 +41,19 @@ TRACK_COLUMNS: dict[str, str] = {
 }
 
 
+NOMINAL_RATE_DECIMALS = 2
+"""A rate measured from timestamps is the logger's nominal rate rounded to this many decimals [Hz]."""
+
+
+def nominal_rate_hz(ts_s: np.ndarray) -> float:
+    """The logging rate of timestamps ``ts_s`` [s] (increasing): the mean step over the whole span, rounded
+    to :data:`NOMINAL_RATE_DECIMALS` (float32 timestamps, as Waymo's, jitter: their median step gives 10.0011 Hz)."""
+    ts = np.asarray(ts_s, dtype=np.float64)
+    if len(ts) < 2:
+        return 10.0
+    return round((len(ts) - 1) / float(ts[-1] - ts[0]), NOMINAL_RATE_DECIMALS)
+
+
 @dataclass
 class TrackLog:
     """A log in the record format: the track table plus what it came from."""

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from drive_drail.logs.base import TRACK_COLUMNS, LogError, TrackLog, finalize_tracks
+from drive_drail.logs.base import NOMINAL_RATE_DECIMALS, TRACK_COLUMNS, LogError, TrackLog, finalize_tracks, nominal_rate_hz
 from drive_drail.logs.safe_pickle import safe_load
 
 FORMAT = "scenarionet"
@@ -90,7 +90,7 @@ class ScenarioNetReader:
             tracks=finalize_tracks(tracks),
             source=str(path),
             format=FORMAT,
-            frame_rate_hz=round(1.0 / dt_s, 6),
+            frame_rate_hz=round(1.0 / dt_s, NOMINAL_RATE_DECIMALS),
             heading_known=True,
             smooth_positions=False,
             extra={
@@ -176,7 +176,7 @@ def scenario_table(sd: object, path: Path, scene_id: int) -> tuple[pd.DataFrame,
         raise LogError(
             path, f"time steps not increasing ({ts[r - 1]:g} s then {ts[r]:g} s)", column="metadata.ts", row=r
         )
-    dt_s = float(np.median(np.diff(ts))) if length > 1 else 0.1
+    dt_s = 1.0 / nominal_rate_hz(ts)
     tracks = _key(sd, "tracks", path, "")
     if not isinstance(tracks, dict):
         raise LogError(path, f"expected a dict, got {type(tracks).__name__}", column="tracks")
