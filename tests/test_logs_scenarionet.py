@@ -256,3 +256,21 @@ def test_float32_timestamps_that_jitter_read_as_the_nominal_rate_and_convert(tmp
     assert log.frame_rate_hz == 10.0
     pairs, meta = convert_file(str(folder), str(tmp_path / "pairs.parquet"), "scenarionet", ConvertConfig(action_hz=5.0))
     assert len(pairs) > 0 and meta["action_hz"] == 5.0
+
+
+def test_a_zeroed_velocity_at_a_tracks_last_step_is_dropped_not_read_as_a_stop(tmp_path):
+    """nuScenes via ScenarioNet: forward-difference velocities are 0 at each track's last valid step."""
+    sd = make_scenario("ends", length=40)
+    moving = [k for k, t in sd["tracks"].items() if t["type"] == "VEHICLE" and np.hypot(*t["state"]["velocity"][0, :2]) > 1.0]
+    assert len(moving) >= 3
+    ends = moving[0]
+    sd["tracks"][ends]["state"]["velocity"][-1] = 0.0  # the converter's placeholder
+    parked = moving[1]
+    sd["tracks"][parked]["state"]["velocity"][:] = 0.0  # a car that never moves keeps every step
+    log = ScenarioNetReader().read(write_scenarionet(tmp_path / "sn", [sd]))
+    tracks = log.tracks
+    assert _by_original(log, 0, ends)["frame"].max() == 38
+    assert len(_by_original(log, 0, parked)) == 40
+    assert _by_original(log, 0, moving[2])["frame"].max() == 39  # a track whose last velocity is real keeps its step
+    assert np.hypot(tracks.vx_mps, tracks.vy_mps)[tracks.track_id.isin(
+        [tid for tid, orig in log.extra["track_ids"][0].items() if orig == ends])].min() > 1.0

@@ -157,6 +157,23 @@ def _numeric(value: object, path: Path, where: str, length: int, ndim: int, widt
     return arr
 
 
+PLACEHOLDER_MOVING_MPS = 0.5
+"""A zero velocity right after a step faster than this is a converter's placeholder, not a stop [m/s]."""
+
+
+def zero_velocity_placeholders(valid: np.ndarray, speed_mps: np.ndarray) -> np.ndarray:
+    """``[T]`` bool: the last valid step of a run whose velocity is exactly zero right after a moving step.
+
+    ScenarioNet's converters (nuScenes among them) take velocities as forward differences and write 0 at a
+    track's last valid step, so every moving track would "stop" within 0.1 s (-65 m/s^2) and a look-ahead
+    label would spread that stop back over moving pairs. Such a step carries no velocity: it is dropped.
+    """
+    last = valid & ~np.concatenate([valid[1:], [False]])
+    before = np.concatenate([[False], valid[:-1]])
+    speed_before = np.concatenate([[0.0], speed_mps[:-1]])
+    return last & before & (speed_mps == 0.0) & (speed_before > PLACEHOLDER_MOVING_MPS)
+
+
 def scenario_table(sd: object, path: Path, scene_id: int) -> tuple[pd.DataFrame, dict]:
     """Rows of one scenario dict in the record format, and the id maps for ``TrackLog.extra``."""
     if not isinstance(sd, dict):
@@ -217,6 +234,7 @@ def scenario_table(sd: object, path: Path, scene_id: int) -> tuple[pd.DataFrame,
                 column=f"{w}.velocity",
                 row=int(bad[0]),
             )
+        valid &= ~zero_velocity_placeholders(valid, speed)
         steps = np.flatnonzero(valid)
         if steps.size == 0:
             continue
