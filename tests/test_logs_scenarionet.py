@@ -274,3 +274,22 @@ def test_a_zeroed_velocity_at_a_tracks_last_step_is_dropped_not_read_as_a_stop(t
     assert _by_original(log, 0, moving[2])["frame"].max() == 39  # a track whose last velocity is real keeps its step
     assert np.hypot(tracks.vx_mps, tracks.vy_mps)[tracks.track_id.isin(
         [tid for tid, orig in log.extra["track_ids"][0].items() if orig == ends])].min() > 1.0
+
+
+def test_a_pose_glitch_is_dropped_from_the_pairs_and_counted_in_the_summary(tmp_path):
+    from drive_drail.pairs.convert import ConvertConfig, convert_file
+    from drive_drail.pairs.storage import read_pairs, summary
+
+    clean = write_scenarionet(tmp_path / "clean", [make_scenario("g")])
+    base, _ = convert_file(str(clean), str(tmp_path / "clean.parquet"), "scenarionet", ConvertConfig(action_hz=5.0))
+    sd = make_scenario("g")
+    sd["tracks"]["ego"]["state"]["velocity"][20] *= 3.0  # one frame at 45 m/s: +-150 m/s^2 around it
+    folder = write_scenarionet(tmp_path / "glitch", [sd])
+    pairs, meta = convert_file(str(folder), str(tmp_path / "pairs.parquet"), "scenarionet", ConvertConfig(action_hz=5.0))
+    dropped = meta["dropped_pairs"]
+    assert list(dropped) == ["|accel| > 15 m/s^2"] and 1 <= dropped["|accel| > 15 m/s^2"] <= 2
+    assert len(pairs) == len(base) - dropped["|accel| > 15 m/s^2"]
+    assert pairs["accel_mps2"].abs().max() <= 15.0
+    _, stored = read_pairs(tmp_path / "pairs.parquet")
+    assert "dropped      " in summary(pairs, stored) and "with |accel| > 15 m/s^2 (implausible recovered actions)" in summary(pairs, stored)
+    assert base.attrs["dropped_pairs"] == {}

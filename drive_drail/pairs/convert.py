@@ -56,6 +56,22 @@ class ConvertConfig:
     maneuvers: maneuvers.ManeuverConfig = field(default_factory=maneuvers.ManeuverConfig)
 
 
+IMPLAUSIBLE_ACCEL_MPS2 = 15.0
+"""A recovered |acceleration| beyond this (1.5 g) is a pose glitch of the log, not driving [m/s^2]."""
+
+
+def implausible_actions(accel_mps2: np.ndarray, steer_rad: np.ndarray) -> dict[str, np.ndarray]:
+    """``{reason: [N] bool}`` of recovered actions no vehicle could have applied: dropped, and counted in the summary.
+
+    Steering beyond the spec's range comes from inverting the bicycle model at walking pace, where
+    ``steer = atan(L * yaw_rate / v)`` amplifies heading noise; training would clip it silently.
+    """
+    return {
+        f"|accel| > {IMPLAUSIBLE_ACCEL_MPS2:g} m/s^2": ~(np.abs(accel_mps2) <= IMPLAUSIBLE_ACCEL_MPS2),
+        f"|steer| > {spec.STEER_RANGE_RAD[1]:.3f} rad": ~(np.abs(steer_rad) <= spec.STEER_RANGE_RAD[1]),
+    }
+
+
 def action_period_frames(log: TrackLog, action_hz: float) -> int:
     k = log.frame_rate_hz / action_hz
     if action_hz <= 0 or abs(k - round(k)) > 1e-6 or round(k) < 1:
@@ -205,6 +221,13 @@ def convert(log: TrackLog, config: ConvertConfig = ConvertConfig()) -> pd.DataFr
         kin.heading_rad[pair], kin.speed_mps[pair], df["length_m"].to_numpy()[ego_rows], dt_s, k
     )
 
+    dropped = implausible_actions(accel, steer)
+    keep = ~np.logical_or.reduce(list(dropped.values()))
+    if not keep.any():
+        raise LogError(log.source, "every recovered action is implausible ("
+                       + ", ".join(f"{reason}: {int(m.sum())}" for reason, m in dropped.items()) + "); check the units")
+    ego_rows, obs, accel, steer = ego_rows[keep], obs[keep], accel[keep], steer[keep]
+
     lane_heading = df["lane_heading_rad"].to_numpy()
     lateral_speed = kin.speed_mps * np.sin(kin.heading_rad - lane_heading)
     labels = maneuvers.label_rows(
@@ -249,6 +272,7 @@ def convert(log: TrackLog, config: ConvertConfig = ConvertConfig()) -> pd.DataFr
                            column=name, row=int(ego_rows[bad]) + 1)
     out = pd.DataFrame(columns)
     out["maneuver"] = out["maneuver"].astype("category")
+    out.attrs["dropped_pairs"] = {reason: int(m.sum()) for reason, m in dropped.items() if m.any()}
     return out
 
 
@@ -270,6 +294,7 @@ def convert_file(src: str, out: str, fmt: str = "auto", config: ConvertConfig = 
         "action_hz": config.action_hz,
         "heading_source": "logged" if log.heading_known else "estimated (kinematic bicycle)",
         "converter": converter_settings(config),
+        "dropped_pairs": dict(pairs.attrs.get("dropped_pairs", {})),
         "log": {k: v for k, v in log.extra.items() if isinstance(v, (str, int, float, bool, list, dict))},
         "output": str(out),
     }

@@ -104,6 +104,10 @@ def summary(pairs: pd.DataFrame, meta: dict) -> str:
         f"  spec         v{spec.SPEC_VERSION}: obs dim {spec.OBS_DIM}, actions {', '.join(spec.ACTION_NAMES)}",
         f"  pairs        {n:,} from {tracks:,} expert tracks, {n * period_s / 3600.0:.2f} h of driving",
     ]
+    dropped = meta.get("dropped_pairs") or {}
+    if dropped:
+        lines.append("  dropped      " + ", ".join(f"{count:,} with {reason}" for reason, count in dropped.items())
+                     + " (implausible recovered actions)")
     if n:
         lines.append(
             "  speed        mean {:.1f} m/s, min {:.1f}, max {:.1f}".format(
