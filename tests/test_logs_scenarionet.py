@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -293,3 +294,26 @@ def test_a_pose_glitch_is_dropped_from_the_pairs_and_counted_in_the_summary(tmp_
     _, stored = read_pairs(tmp_path / "pairs.parquet")
     assert "dropped      " in summary(pairs, stored) and "with |accel| > 15 m/s^2 (implausible recovered actions)" in summary(pairs, stored)
     assert base.attrs["dropped_pairs"] == {}
+
+
+NUSCENES_MINI = Path(__file__).resolve().parents[2] / "shared" / "data" / "scenarionet_nuscenes_mini"
+
+
+@pytest.mark.skipif(not NUSCENES_MINI.is_dir(), reason=f"the real nuScenes fixtures are not at {NUSCENES_MINI}")
+@pytest.mark.parametrize("folder_name", ["nuscenes_1", "nuscenes_3"])
+def test_real_nuscenes_scenes_convert_without_placeholder_stops_or_glitches(tmp_path, folder_name):
+    """Eight real nuScenes scenes as ScenarioNet ships them (read in place, never copied into the repository)."""
+    from drive_drail.pairs.convert import IMPLAUSIBLE_ACCEL_MPS2, ConvertConfig, convert_file
+
+    folder = NUSCENES_MINI / folder_name
+    log = ScenarioNetReader().read(folder)
+    assert log.frame_rate_hz == 10.0
+    t = log.tracks.sort_values(["scene_id", "track_id", "frame"])
+    last = t.groupby(["scene_id", "track_id"]).tail(1)
+    before = t.groupby(["scene_id", "track_id"]).nth(-2)
+    moving_before = before.set_index(["scene_id", "track_id"])[["vx_mps", "vy_mps"]].pow(2).sum(axis=1).pow(0.5) > 0.5
+    ends_at_zero = last.set_index(["scene_id", "track_id"])[["vx_mps", "vy_mps"]].abs().sum(axis=1) == 0.0
+    assert not (ends_at_zero & moving_before.reindex(ends_at_zero.index, fill_value=False)).any()
+    pairs, meta = convert_file(str(folder), str(tmp_path / "pairs.parquet"), "scenarionet", ConvertConfig(action_hz=5.0))
+    assert len(pairs) > 500 and pairs["accel_mps2"].abs().max() <= IMPLAUSIBLE_ACCEL_MPS2
+    assert sum(meta["dropped_pairs"].values()) < 0.1 * len(pairs)
