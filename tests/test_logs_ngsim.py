@@ -46,7 +46,7 @@ def test_feet_become_metres_in_the_spec_frame(raw, tracks):
         r = raw[raw.Vehicle_ID == vid].sort_values("Frame_ID")
         t = _track(tracks, int(vid))
         np.testing.assert_array_equal(t.frame, r.Frame_ID)
-        np.testing.assert_allclose(t.x_m, r.Local_Y * FT)  # longitudinal
+        np.testing.assert_allclose(t.x_m, (r.Local_Y - r.v_Length / 2) * FT)  # longitudinal, the centre (Local_Y is the front)
         np.testing.assert_allclose(t.y_m, -r.Local_X * FT)  # Local_X grows to the right; y is left
         np.testing.assert_allclose(t.vx_mps, r.v_Vel * FT)
         np.testing.assert_allclose(t.length_m, r.v_Length * FT)
@@ -154,3 +154,38 @@ def test_byte_order_mark_and_spaces_in_the_header(tmp_path, tracks):
 def test_integer_columns_may_be_written_as_floats(tmp_path, tracks):
     df = ngsim_frame().astype({"Vehicle_ID": float, "Frame_ID": float, "Lane_ID": float})
     pd.testing.assert_frame_equal(NgsimReader().read(_write(df, tmp_path / "f.csv")).tracks, tracks)
+
+
+def test_positions_are_the_vehicle_centre_not_its_front(raw, tracks):
+    """FHWA: Local_Y is the front centre; a 40 ft truck's centre lies 20 ft behind it."""
+    truck = raw[raw.Vehicle_ID == 13].sort_values("Frame_ID")
+    np.testing.assert_allclose(_track(tracks, 13).x_m, (truck.Local_Y - 20.0) * FT)
+
+
+def _fhwa_txt(path, frame: pd.DataFrame):
+    """FHWA's original layout: no header, 18 columns separated by runs of spaces."""
+    body = frame[[c for c in frame.columns if c != "Location"]].to_string(header=False, index=False)
+    path.write_text("\n".join("  " + line.strip() for line in body.splitlines()) + "\n")
+    return path
+
+
+def test_the_headerless_whitespace_files_fhwa_ships_read_like_the_csv(tmp_path, path, tracks):
+    frame = ngsim_frame(location=None)
+    txt = _fhwa_txt(tmp_path / "trajectories-0750am-0805am.txt", frame)
+    assert read_log(txt).format == "ngsim"  # recognised without a header
+    log = NgsimReader(location="us-101").read(txt)
+    csv_log = NgsimReader(location="us-101").read(make_ngsim(tmp_path / "plain.csv", location=None))
+    pd.testing.assert_frame_equal(log.tracks.drop(columns="scene_id"), csv_log.tracks.drop(columns="scene_id"))
+
+
+@pytest.mark.parametrize("damage, says", [
+    (lambda lines: lines[:3] + [lines[3].rsplit(None, 4)[0]] + lines[4:], "row 4"),
+    (lambda lines: lines[:5] + [lines[5].replace(lines[5].split()[5], "12.3ft", 1)] + lines[6:], "column 'Local_Y', row 6: value '12.3ft' is not a number"),
+])
+def test_a_damaged_headerless_file_names_the_row(tmp_path, damage, says):
+    txt = _fhwa_txt(tmp_path / "trajectories.txt", ngsim_frame(location=None))
+    lines = txt.read_text().splitlines()
+    txt.write_text("\n".join(damage(lines)) + "\n")
+    with pytest.raises(Exception) as err:
+        NgsimReader().read(txt)
+    assert says in str(err.value) and str(txt) in str(err.value)

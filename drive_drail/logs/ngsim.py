@@ -2,12 +2,15 @@
 
 Columns used (names matched ignoring case; extra columns such as Global_X, O_Zone,
 Direction, Movement are ignored): Vehicle_ID, Frame_ID, Local_X, Local_Y, v_Length,
-v_Width, v_Vel, Lane_ID, and Location when present.
+v_Width, v_Vel, Lane_ID, and Location when present. The files as FHWA ships them
+(``trajectories-0750am-0805am.txt``) have no header and separate their 18 columns
+(:data:`FHWA_COLUMNS`) by whitespace; they are read by position.
 
 Source geometry: ``Local_X`` is lateral from the left road edge (increasing to the right),
-``Local_Y`` longitudinal in the driving direction, both in FEET. Spec frame (metres):
+``Local_Y`` longitudinal in the driving direction, both in FEET, of the vehicle's FRONT centre
+(FHWA's data dictionary). Spec frame (metres, the vehicle's centre):
 
-    x_m = 0.3048 * Local_Y          y_m = -0.3048 * Local_X         (y left)
+    x_m = 0.3048 * (Local_Y - v_Length / 2)          y_m = -0.3048 * Local_X         (y left)
     vx_mps = 0.3048 * v_Vel         (v_Vel is the logged speed along the road)
     vy_mps = d y_m / dt             (central differences of positions within each track)
 
@@ -63,6 +66,12 @@ SEGMENT_ID_STRIDE = 1_000_000
 """track_id = Vehicle_ID + k * SEGMENT_ID_STRIDE for the k-th piece of a reused Vehicle_ID."""
 
 COLUMNS = ["Vehicle_ID", "Frame_ID", "Local_X", "Local_Y", "v_Length", "v_Width", "v_Vel", "Lane_ID"]
+FHWA_COLUMNS = [
+    "Vehicle_ID", "Frame_ID", "Total_Frames", "Global_Time", "Local_X", "Local_Y", "Global_X", "Global_Y",
+    "v_Length", "v_Width", "v_Class", "v_Vel", "v_Acc", "Lane_ID", "Preceding", "Following",
+    "Space_Headway", "Time_Headway",
+]  # fmt: skip
+"""The columns of FHWA's original headerless, whitespace-separated trajectory files, in order."""
 _INT_COLUMNS = {"Vehicle_ID", "Frame_ID", "Lane_ID"}
 _UNITS_HINT = " - units look wrong (feet vs metres?)"
 
@@ -82,6 +91,49 @@ LAYOUTS: dict[str, LaneLayout] = {
     "i-80": LaneLayout(main_lanes=6, on_ramp_lanes=(7,)),
 }
 SITE_SCENE_IDS = {"us-101": 1, "i-80": 2, "lankershim": 3, "peachtree": 4}
+
+
+def is_fhwa_headerless(path: Path) -> bool:
+    """True if the first line of ``path`` is 18 whitespace-separated numbers (FHWA's original files)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            tokens = f.readline().split()
+        [float(t) for t in tokens]
+    except (OSError, ValueError):
+        return False
+    return len(tokens) == len(FHWA_COLUMNS)
+
+
+def read_fhwa_headerless(path: Path) -> dict[str, np.ndarray]:
+    """The :data:`COLUMNS` of a headerless FHWA file as arrays (int64 for ids, else float64), fully validated:
+    a row with missing or extra fields, a non-numeric or a non-finite cell is a :class:`LogError` naming its row."""
+    import pandas as pd
+
+    def read(dtype):
+        return pd.read_csv(path, sep=r"\s+", header=None, names=FHWA_COLUMNS, dtype=dtype, engine="c")
+
+    try:
+        table = read(np.float64)
+    except pd.errors.ParserError as exc:  # "Expected 18 fields in line 7, saw 19"
+        raise LogError(path, f"cannot parse the whitespace-separated FHWA table ({exc})".replace("\n", " ")) from None
+    except ValueError:  # a cell that is not a number: find it (the slow path runs only on bad files)
+        raw = read(str)
+        for name in FHWA_COLUMNS:
+            bad = np.flatnonzero(pd.to_numeric(raw[name], errors="coerce").isna() & raw[name].notna())
+            if bad.size:
+                raise LogError(path, f"value {raw[name].iloc[bad[0]]!r} is not a number", column=name, row=int(bad[0]) + 1) from None
+        raise
+    values = table.to_numpy()
+    bad_rows = np.flatnonzero(~np.isfinite(values).all(axis=1))
+    if bad_rows.size:
+        r = int(bad_rows[0])
+        missing = int(np.isnan(values[r]).sum())
+        col = FHWA_COLUMNS[int(np.flatnonzero(~np.isfinite(values[r]))[0])]
+        why = f"{len(FHWA_COLUMNS) - missing} fields, expected {len(FHWA_COLUMNS)}" if np.isnan(values[r, -missing:]).all() and missing else "value is NaN or inf"
+        raise LogError(path, why, column=col, row=r + 1)
+    if len(table) == 0:
+        raise LogError(path, "no data rows")
+    return {name: table[name].to_numpy(np.int64) if name in _INT_COLUMNS else table[name].to_numpy(np.float64) for name in COLUMNS}
 
 
 def normalize_location(name: str) -> str:
@@ -123,11 +175,14 @@ class NgsimReader:
             header = {h.strip().lower() for h in read_csv_header(path)}
         except (LogError, OSError):
             return False
-        return {"vehicle_id", "frame_id", "local_x", "local_y"} <= header
+        return {"vehicle_id", "frame_id", "local_x", "local_y"} <= header or is_fhwa_headerless(path)
 
     def read(self, path: Path) -> TrackLog:
         path = Path(path)
-        c = read_numeric_csv(path, COLUMNS, int_columns=_INT_COLUMNS, case_insensitive=True, text_columns=["Location"])
+        if is_fhwa_headerless(path):
+            c = read_fhwa_headerless(path)
+        else:
+            c = read_numeric_csv(path, COLUMNS, int_columns=_INT_COLUMNS, case_insensitive=True, text_columns=["Location"])
         n = c["Frame_ID"].size
         locations = c.get("Location")
 
@@ -179,8 +234,8 @@ class NgsimReader:
         piece_in_vehicle = piece - piece[np.flatnonzero(first_of_vehicle)][vehicle_no]
         s_track = s_vid + piece_in_vehicle * SEGMENT_ID_STRIDE
 
-        # --- feet -> metres, spec frame ---
-        x_m = FT_TO_M * c["Local_Y"][order]
+        # --- feet -> metres, spec frame; Local_Y is the front centre ---
+        x_m = FT_TO_M * (c["Local_Y"][order] - 0.5 * c["v_Length"][order])
         y_m = -FT_TO_M * c["Local_X"][order]
         vx_mps = FT_TO_M * c["v_Vel"][order]
         self._check_units(path, order, piece, x_m, vx_mps, FT_TO_M * c["v_Vel"], FT_TO_M * c["v_Length"])
