@@ -62,3 +62,18 @@ def test_ray_backend_returns_the_process_pool_metrics(setup):
     finally:
         ray.shutdown()
     pd.testing.assert_frame_equal(pool, on_ray, check_exact=True)
+
+
+def test_a_script_without_a_main_guard_gets_a_clear_error_not_a_broken_pool(tmp_path):
+    """forkserver workers import the calling script: without `if __name__ == "__main__":` they die at start."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "no_guard.py"
+    script.write_text("from drive_drail.evaluate.runner import evaluate\n"
+                      "evaluate(['constant'], 'stop', episodes=2, split='eval', workers=2)\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode != 0
+    (line,) = [line for line in proc.stderr.splitlines() if line.startswith("drive_drail.evaluate.parallel.WorkerPoolError")]
+    assert f"worker processes import your script {script}" in line
+    assert '`if __name__ == "__main__":`' in line and "workers=1" in line

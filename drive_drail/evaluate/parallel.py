@@ -14,10 +14,13 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from typing import TypeVar
 
 from tqdm import tqdm
+
+from drive_drail.errors import UserError
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -25,6 +28,10 @@ R = TypeVar("R")
 BACKENDS = ("process", "ray")
 RAY_VERSION = "2.60.0"
 """The Ray release the Ray backend is tested with (``pip install ray==2.60.0``)."""
+
+
+class WorkerPoolError(UserError, RuntimeError):
+    """The process pool broke: a worker died (killed for memory, or a script without a ``__main__`` guard)."""
 
 
 def default_workers() -> int:
@@ -99,8 +106,15 @@ def map_tasks(
     # ``preload`` once; workers fork from it cheaply.
     context = mp.get_context("forkserver")
     context.set_forkserver_preload(list(preload))
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker) as pool:
-        return list(tqdm(pool.map(fn, tasks, chunksize=1), total=len(tasks), desc=desc, disable=not progress))
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker) as pool:
+            return list(tqdm(pool.map(fn, tasks, chunksize=1), total=len(tasks), desc=desc, disable=not progress))
+    except BrokenProcessPool:
+        main = sys.modules.get("__main__")
+        script = getattr(main, "__file__", None)
+        hint = (f"worker processes import your script {script}: put the call under `if __name__ == \"__main__\":`, or pass workers=1"
+                if script else "pass workers=1 to run in this process")
+        raise WorkerPoolError(f"a worker process of the {workers}-process pool died ({hint})") from None
 
 
 def _ray_call(fn: Callable[[T], R], task: T) -> R:
