@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
@@ -87,13 +88,6 @@ def bootstrap_mean_ci(values: np.ndarray, config: BootstrapConfig = BootstrapCon
     return out
 
 
-def _normal_quantile(p: float) -> float:
-    """The standard normal's p-quantile (1.96 at 0.975)."""
-    from statistics import NormalDist
-
-    return NormalDist().inv_cdf(p)
-
-
 def aggregate(
     results: pd.DataFrame, metrics: tuple[str, ...] | None = None, config: BootstrapConfig = BootstrapConfig()
 ) -> pd.DataFrame:
@@ -108,11 +102,11 @@ def aggregate(
     if missing:
         raise ValueError(f"results table: missing column(s) {', '.join(missing)}")
     metrics = tuple(m for m in (metrics or METRIC_COLUMNS) if m in results.columns)
+    z = NormalDist().inv_cdf(0.5 + config.confidence / 2.0)  # 1.96 at 95%
     rows = []
     for key, group in results.groupby(list(GROUP_COLUMNS), sort=True, dropna=False):
         values = group[list(metrics)].to_numpy(dtype=np.float64)
         stats = bootstrap_mean_ci(values, config, key="/".join(map(str, key)))
-        z = _normal_quantile(0.5 + config.confidence / 2.0)
         for j, metric in enumerate(metrics):
             if metric in RATE_METRICS and stats[j, 0] > 0:
                 outcomes = values[:, j][~np.isnan(values[:, j])]

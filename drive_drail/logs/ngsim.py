@@ -127,10 +127,10 @@ def read_fhwa_headerless(path: Path) -> dict[str, np.ndarray]:
     bad_rows = np.flatnonzero(~np.isfinite(values).all(axis=1))
     if bad_rows.size:
         r = int(bad_rows[0])
-        missing = int(np.isnan(values[r]).sum())
-        col = FHWA_COLUMNS[int(np.flatnonzero(~np.isfinite(values[r]))[0])]
-        why = f"{len(FHWA_COLUMNS) - missing} fields, expected {len(FHWA_COLUMNS)}" if np.isnan(values[r, -missing:]).all() and missing else "value is NaN or inf"
-        raise LogError(path, why, column=col, row=r + 1)
+        first = int(np.flatnonzero(~np.isfinite(values[r]))[0])
+        short = np.isnan(values[r, first:]).all()  # pandas fills the missing fields of a short row with NaN
+        why = f"{first} fields, expected {len(FHWA_COLUMNS)}" if short else "value is NaN or inf"
+        raise LogError(path, why, column=FHWA_COLUMNS[first], row=r + 1)
     if len(table) == 0:
         raise LogError(path, "no data rows")
     return {name: table[name].to_numpy(np.int64) if name in _INT_COLUMNS else table[name].to_numpy(np.float64) for name in COLUMNS}

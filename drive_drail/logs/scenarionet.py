@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from drive_drail.logs.base import NOMINAL_RATE_DECIMALS, TRACK_COLUMNS, LogError, TrackLog, finalize_tracks, nominal_rate_hz
+from drive_drail.logs.base import TRACK_COLUMNS, LogError, TrackLog, finalize_tracks, nominal_rate_hz
 from drive_drail.logs.safe_pickle import safe_load
 
 FORMAT = "scenarionet"
@@ -69,7 +69,7 @@ class ScenarioNetReader:
     def read(self, path: Path) -> TrackLog:
         path = Path(path)
         files = scenario_files(path)
-        tables, scenario_ids, track_ids, sdc_ids, datasets, dts = [], {}, {}, {}, {}, []
+        tables, scenario_ids, track_ids, sdc_ids, datasets, rates = [], {}, {}, {}, {}, []
         for scene_id, file in enumerate(files):
             sd = safe_load(file)
             table, info = scenario_table(sd, file, scene_id)
@@ -78,19 +78,19 @@ class ScenarioNetReader:
             track_ids[scene_id] = info["track_ids"]
             sdc_ids[scene_id] = info["sdc_track_ids"]
             datasets[scene_id] = info["dataset"]
-            dts.append((info["dt_s"], file))
-        dt_s = dts[0][0]
-        for dt, file in dts:
-            if abs(dt - dt_s) > 1e-3 * dt_s:
+            rates.append((info["frame_rate_hz"], file))
+        rate_hz = rates[0][0]
+        for rate, file in rates:
+            if abs(rate - rate_hz) > 1e-3 * rate_hz:
                 raise LogError(
-                    file, f"time step {dt:.4f} s differs from {dt_s:.4f} s of {dts[0][1].name}", column="metadata.ts"
+                    file, f"time step {1 / rate:.4f} s differs from {1 / rate_hz:.4f} s of {rates[0][1].name}", column="metadata.ts"
                 )
         tracks = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=list(TRACK_COLUMNS))
         return TrackLog(
             tracks=finalize_tracks(tracks),
             source=str(path),
             format=FORMAT,
-            frame_rate_hz=round(1.0 / dt_s, NOMINAL_RATE_DECIMALS),
+            frame_rate_hz=rate_hz,
             heading_known=True,
             smooth_positions=False,
             extra={
@@ -193,7 +193,6 @@ def scenario_table(sd: object, path: Path, scene_id: int) -> tuple[pd.DataFrame,
         raise LogError(
             path, f"time steps not increasing ({ts[r - 1]:g} s then {ts[r]:g} s)", column="metadata.ts", row=r
         )
-    dt_s = 1.0 / nominal_rate_hz(ts)
     tracks = _key(sd, "tracks", path, "")
     if not isinstance(tracks, dict):
         raise LogError(path, f"expected a dict, got {type(tracks).__name__}", column="tracks")
@@ -282,7 +281,7 @@ def scenario_table(sd: object, path: Path, scene_id: int) -> tuple[pd.DataFrame,
         "track_ids": track_ids,
         "sdc_track_ids": sdc_track_ids,
         "dataset": str(metadata.get("dataset", "")),
-        "dt_s": dt_s,
+        "frame_rate_hz": nominal_rate_hz(ts),
     }
     return table, info
 

@@ -243,8 +243,7 @@ class HighwayAdapter(base.SpecAdapter):
     def render_rgb(self) -> np.ndarray:
         """highway-env's top-down frame of the current scene, ``[H, W, 3]`` uint8 (headless: set
         ``SDL_VIDEODRIVER=offscreen`` before pygame starts, as the report does)."""
-        if self._hw.render_mode != "rgb_array":
-            self._hw.render_mode = "rgb_array"
+        self._hw.render_mode = "rgb_array"
         frame = self._hw.render()
         # highway-env re-renders every intermediate simulation step after a render() call; one frame per policy step is enough.
         self._hw.enable_auto_render = False

@@ -120,17 +120,14 @@ class TrainConfig:
         positive = {"--steps": self.steps, "--n-envs": self.n_envs, "--n-steps": self.n_steps,
                     "--ppo-batch": self.batch_size, "--ppo-epochs": self.ppo_epochs, "--ppo-lr": self.learning_rate,
                     "--disc-epochs": self.disc_epochs, "--disc-batch": self.disc_batch, "--bc-epochs": self.bc_epochs,
-                    "--reward-samples": self.reward_samples}
+                    "--reward-samples": self.reward_samples,  # fields without a flag go by their name (--config)
+                    "disc_lr": self.disc_lr, "bc_lr": self.bc_lr, "clip_range": self.clip_range,
+                    "max_grad_norm": self.max_grad_norm, "disc_hidden": self.disc_hidden, "obs_std_floor": self.obs_std_floor}
+        positive.update({f"policy_hidden[{i}]": w for i, w in enumerate(self.policy_hidden)})
+        positive.update({f"init_action_std[{i}]": v for i, v in enumerate(self.init_action_std)})
         for flag, value in positive.items():
             if not (isinstance(value, (int, float)) and value > 0 and value == value and value != float("inf")):
                 raise UserError(f"{flag} must be a positive finite number, got {value!r}")
-        positive_only = {"disc_lr": self.disc_lr, "bc_lr": self.bc_lr, "clip_range": self.clip_range,
-                         "max_grad_norm": self.max_grad_norm, "disc_hidden": self.disc_hidden, "obs_std_floor": self.obs_std_floor}
-        positive_only.update({f"policy_hidden[{i}]": w for i, w in enumerate(self.policy_hidden)})
-        positive_only.update({f"init_action_std[{i}]": v for i, v in enumerate(self.init_action_std)})
-        for name, value in positive_only.items():
-            if not (value > 0 and value != float("inf")):
-                raise UserError(f"{name} must be a positive finite number, got {value!r}")
         for name, value in (("gamma", self.gamma), ("gae_lambda", self.gae_lambda)):
             if not 0.0 <= value <= 1.0 or name == "gamma" and value == 1.0:
                 raise UserError(f"{name} must lie in [0, 1{')' if name == 'gamma' else ']'}, got {value!r}")
@@ -169,9 +166,10 @@ def _field_value(name: str, value, default):
         def number(v) -> bool:
             return isinstance(v, (int, float)) and not isinstance(v, bool) and (item is float or float(v).is_integer())
 
-        wrong_length = name == "init_action_std" and len(value) != len(default) if isinstance(value, (list, tuple)) else True
-        if wrong_length or not value or not all(number(v) for v in value):
-            count = f"{len(default)} " if name == "init_action_std" else ""
+        fixed_length = name == "init_action_std"
+        if (not isinstance(value, (list, tuple)) or not value or not all(number(v) for v in value)
+                or fixed_length and len(value) != len(default)):
+            count = f"{len(default)} " if fixed_length else ""
             raise ValueError(f"a list of {count}{'integers' if item is int else 'numbers'}")
         return tuple(item(v) for v in value)
     if isinstance(default, bool):
