@@ -138,7 +138,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         args.policy,
         args.scenario,
         episodes=args.episodes,
-        split=args.split,
+        split=args.split or "heldout",
         workers=args.workers,
         backend="ray" if args.ray else "process",
         ray_address=args.ray,
@@ -266,9 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Closed-loop evaluation of policies (trained, exported, expert, random, constant) on scenarios.")
     p.add_argument("--policy", action="append", required=True,
                    help="run folder, actor.pt, ONNX export folder, LABEL=PATH, or expert | random | constant[:ACCEL,STEER]; repeatable")
-    p.add_argument("--scenario", required=True, help="scenario name or 'all'")
+    p.add_argument("--scenario", action="append", required=True, help="scenario name or path, or 'all'; repeatable")
     p.add_argument("--episodes", type=int, default=10, help="episodes per policy, scenario and split (default 10)")
-    p.add_argument("--split", default="heldout", help="train, heldout (default), a generalization split, or all")
+    p.add_argument("--split", action="append", default=None,
+                   help="train, heldout (default), a generalization split, or all; repeatable")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel episode workers (default: all cores)")
     p.add_argument("--ray", help="Ray address, or 'local' to start a local Ray instance")
     p.add_argument("-o", "--output", required=True, help="results folder (appended to)")

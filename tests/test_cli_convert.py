@@ -127,3 +127,15 @@ def test_an_output_that_is_a_file_is_refused_before_any_work(tmp_path, command):
 def test_evaluate_refuses_nonsense_counts(tmp_path, flag, value):
     proc = run_cli("evaluate", "--policy", "expert", "--scenario", "stop", flag, value, "-o", tmp_path / "out")
     assert proc.returncode == 2 and flag in proc.stderr and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("repeated, expect_column, expected", [
+    (["--scenario", "stop", "--scenario", "lane_change"], "scenario", {"stop", "lane_change"}),
+    (["--scenario", "stop", "--split", "heldout", "--split", "short_notice"], "split", {"eval", "short_notice"}),
+])
+def test_evaluate_takes_repeated_scenarios_and_splits(tmp_path, repeated, expect_column, expected):
+    proc = run_cli("evaluate", "--policy", "constant", *repeated, "--episodes", "1", "--workers", "1", "--quiet",
+                   "-o", tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    table = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert set(table[expect_column]) == expected and len(table) == 2
