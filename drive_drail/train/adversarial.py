@@ -1,10 +1,10 @@
-"""The adversarial imitation loop of METHOD.md (Algorithm 1), with PPO from stable-baselines3.
+"""The adversarial imitation loop of METHOD.md (Algorithm 1), on stable-baselines3's PPO policy and buffer.
 
     for i = 0, 1, 2, ...:
         collect agent transitions with the current policy          (rollout.collect_rollout)
         update phi with the gradient of L_D, expert vs agent       (Eq. 3)
         relabel the collected transitions with r_phi               (Eq. 4)
-        update the policy to maximise r_phi with PPO               (PPO.train)
+        update the policy to maximise r_phi with PPO (+ BC term)   (ppo.ppo_update)
 
 One loop serves every algorithm: ``drail``, ``drail-un``, ``gail`` and ``diffail`` differ
 only in the discriminator (``make_discriminator``); ``bc`` stops after behaviour cloning.
@@ -45,6 +45,7 @@ from drive_drail.train.config import TrainConfig
 from drive_drail.train.demos import Demos, load_demos
 from drive_drail.train.envs import make_vec_env
 from drive_drail.train.metrics import MetricsLog
+from drive_drail.train.ppo import PPOSettings, ppo_update
 from drive_drail.train.rollout import collect_rollout
 
 
@@ -210,6 +211,8 @@ def _train_loop(config, run_dir, env, demos: Demos, expert_obs, expert_act, resu
     absorbing_obs = _with_flag(np.zeros((1, spec.OBS_DIM), np.float32), 1.0)
     absorbing_act = np.zeros((1, spec.ACTION_DIM), np.float32)
 
+    ppo_settings = PPOSettings(config.ppo_epochs, config.batch_size, config.clip_range, config.ent_coef, config.vf_coef,
+                               config.max_grad_norm, config.bc_coef, config.separate_grad_clip)
     last_checkpoint = time.monotonic()
     for iteration in range(start, iterations):
         t0 = time.perf_counter()
@@ -262,20 +265,10 @@ def _train_loop(config, run_dir, env, demos: Demos, expert_obs, expert_act, resu
         buf.compute_returns_and_advantage(last_values=last_values, dones=model._last_episode_starts)
         t_relabel = time.perf_counter()
 
-        # 4. Update the policy to maximise r_phi with PPO.
-        model._update_current_progress_remaining(model.num_timesteps, total_timesteps)
-        model.train()
-        sb3 = dict(model.logger.name_to_value)
-        row.update(
-            {
-                "losses/policy_loss": sb3.get("train/policy_gradient_loss", float("nan")),
-                "losses/value_loss": sb3.get("train/value_loss", float("nan")),
-                "losses/entropy": -sb3.get("train/entropy_loss", float("nan")),
-                "losses/approx_kl": sb3.get("train/approx_kl", float("nan")),
-                "losses/clip_fraction": sb3.get("train/clip_fraction", float("nan")),
-                "charts/learning_rate": sb3.get("train/learning_rate", float("nan")),
-            }
-        )
+        # 4. Update the policy to maximise r_phi with PPO (+ lambda_BC * L_BC on the demonstrations).
+        lr = config.learning_rate * (1.0 - model.num_timesteps / total_timesteps)  # linear decay to 0
+        row.update(ppo_update(model.policy, buf, ppo_settings, lr, (expert_obs, expert_act),
+                              np.random.default_rng((config.seed, iteration, 1))))
         if rollout.episodes:
             for key in ("length", "crashed", "success", "mean_speed_mps"):
                 row[f"charts/episode_{key}"] = float(np.mean([e[key] for e in rollout.episodes]))

@@ -47,6 +47,11 @@ class TrainConfig:
     ent_coef: float = 1e-3
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
+    bc_coef: float = 0.0
+    """lambda_BC: weight of the demonstrations' negative log-likelihood (std held fixed) added to PPO's loss
+    (train/ppo.py); 0 = plain PPO."""
+    separate_grad_clip: bool = False
+    """Clip the actor's and the critic's gradient norms to max_grad_norm each (else one joint clip, as SB3)."""
     policy_hidden: tuple[int, ...] = (256, 256)
     init_action_std: tuple[float, float] = (0.1, 0.02)
     """Initial std of the Gaussian policy per action dim (accel, steer), in the [-1, 1] unit range."""
@@ -131,7 +136,7 @@ class TrainConfig:
         for name, value in (("gamma", self.gamma), ("gae_lambda", self.gae_lambda)):
             if not 0.0 <= value <= 1.0 or name == "gamma" and value == 1.0:
                 raise UserError(f"{name} must lie in [0, 1{')' if name == 'gamma' else ']'}, got {value!r}")
-        for name, value in (("ent_coef", self.ent_coef), ("vf_coef", self.vf_coef)):
+        for name, value in (("ent_coef", self.ent_coef), ("vf_coef", self.vf_coef), ("bc_coef", self.bc_coef)):
             if not (value >= 0 and value != float("inf")):
                 raise UserError(f"{name} must be >= 0, got {value!r}")
         if not 0.0 <= self.crash_floor_quantile <= 1.0:
