@@ -61,7 +61,7 @@ def train_config(args, scenario: str, algo: str, seed: int, demos: Path, run_dir
         scenario=scenario, algo=algo, demos=str(demos), steps=args.steps, seed=seed, sim=args.sim, n_envs=args.n_envs,
         n_steps=args.n_steps, batch_size=args.ppo_batch, ppo_epochs=args.ppo_epochs, learning_rate=args.ppo_lr,
         disc_epochs=args.disc_epochs, disc_batch=args.disc_batch, reward_norm=args.reward_norm,
-        reward_samples=args.reward_samples, torch_threads=max(1, (os.cpu_count() or 1) // args.jobs), out=str(run_dir))
+        reward_samples=args.reward_samples, bc_coef=args.bc_coef, torch_threads=max(1, (os.cpu_count() or 1) // args.jobs), out=str(run_dir))
 
 
 def run_scenario(args, name: str) -> dict:
@@ -113,6 +113,13 @@ def run_scenario(args, name: str) -> dict:
             table = pd.concat([table, evaluate(specs, scenario, episodes=args.eval_episodes, split="eval", workers=2, reference=False)])
         table.to_csv(folder / "eval_episodes.csv", index=False)
         highway = {label: group["success"].to_numpy(bool) for label, group in table.groupby("policy")}
+        # The expert's own success on each generalization split (highway-env): the ceiling of the split columns.
+        expert_splits = {}
+        if args.expert_split_episodes and args.split_scenes and scenario.splits:
+            split_table = evaluate(["expert"], scenario, episodes=args.expert_split_episodes, split=list(scenario.splits),
+                                   workers=2, reference=False)
+            split_table.to_csv(folder / "expert_split_episodes.csv", index=False)
+            expert_splits = {f"highway_{split}": rate(group["success"].to_numpy(bool)) for split, group in split_table.groupby("split")}
 
         def scores(labels: list[str]) -> dict:
             out = {}
@@ -124,7 +131,7 @@ def run_scenario(args, name: str) -> dict:
                 out["highway_env"] = rate(np.concatenate([highway[label] for label in labels]))
             return out
 
-        point = {"n_pairs": n_pairs, "expert": scores(["expert"]), "algos": {}}
+        point = {"n_pairs": n_pairs, "expert": {**scores(["expert"]), **expert_splits}, "algos": {}}
         for algo in args.algos:
             labels = [f"{algo}-s{seed}" for seed in args.seeds]
             point["algos"][algo] = {
@@ -136,9 +143,11 @@ def run_scenario(args, name: str) -> dict:
     entry["budget"] = {"env_steps_per_run": args.steps, "seeds": args.seeds, "sim": args.sim, "n_envs": args.n_envs,
                        "n_steps": args.n_steps, "ppo_batch": args.ppo_batch, "ppo_epochs": args.ppo_epochs,
                        "ppo_lr": args.ppo_lr, "disc_epochs": args.disc_epochs, "disc_batch": args.disc_batch,
-                       "reward_norm": args.reward_norm, "reward_samples": args.reward_samples, "jobs": args.jobs,
+                       "reward_norm": args.reward_norm, "reward_samples": args.reward_samples, "bc_coef": args.bc_coef,
+                       "jobs": args.jobs,
                        "scenes": args.scenes, "split_scenes": args.split_scenes, "eval_episodes": args.eval_episodes,
-                       "expert_episodes": args.expert_episodes, "demo_episodes": args.demo_episodes,
+                       "expert_episodes": args.expert_episodes, "expert_split_episodes": args.expert_split_episodes,
+                       "demo_episodes": args.demo_episodes,
                        "eval_algos": args.eval_algos or args.algos}
     entry["command"] = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     entry["wall_time_s"] = round(time.time() - started, 1)
@@ -166,7 +175,7 @@ def markdown(results: dict) -> str:
                   f"Budget: {b['env_steps_per_run']:,} env steps per run in the {b['sim']} simulator ({b['n_envs']} scenes x "
                   f"{b['n_steps']} steps per iteration, PPO batch {b['ppo_batch']} x {b['ppo_epochs']} epochs, lr {b['ppo_lr']}, "
                   f"discriminator batch {b['disc_batch']} x {b['disc_epochs']} epochs, reward norm {b['reward_norm']}, "
-                  f"{b['reward_samples']} (t, eps) draws per reward), seeds {b['seeds']}.", ""]
+                  f"{b['reward_samples']} (t, eps) draws per reward, lambda_BC {b.get('bc_coef', 0.0)}), seeds {b['seeds']}.", ""]
         for n_demo, point in entry["curve"].items():
             first = next(iter(point["algos"].values()))["pooled"]
             splits = [k for k in first if k.startswith("batched_") and k not in ("batched_eval", "batched_eval_collision")]
@@ -183,7 +192,9 @@ def markdown(results: dict) -> str:
                     return _cell(pooled.get(key)) + seeds
                 cells = [label, col("batched_eval") if "batched_eval" in pooled else "", _cell(pooled.get("batched_eval_collision"))]
                 cells += [col("highway_env")] if has_highway else []
-                cells += [col(s) if s in pooled else "" for s in splits]
+                # The expert plays the splits in highway-env only (its scripted driver has no batched twin).
+                cells += [col(s) if s in pooled else (_cell(pooled.get("highway_" + s.removeprefix("batched_"))) + " (hw-env)"
+                          if "highway_" + s.removeprefix("batched_") in pooled else "") for s in splits]
                 cells += [f"{np.mean([s['train_s'] for s in per_seed]):.0f}" if per_seed else ""]
                 return "| " + " | ".join(cells) + " |"
 
@@ -211,6 +222,8 @@ def main() -> None:
     parser.add_argument("--reward-norm", action=argparse.BooleanOptionalAction, default=TrainConfig().reward_norm,
                         help="divide rewards by the running std of the discounted return (default: TrainConfig's)")
     parser.add_argument("--reward-samples", type=int, default=4)
+    parser.add_argument("--bc-coef", type=float, default=TrainConfig().bc_coef,
+                        help="lambda_BC of the PPO loss for every adversarial learner (default: TrainConfig's)")
     parser.add_argument("--jobs", type=int, default=2, help="training runs at once (1 torch thread each on 2 cores)")
     parser.add_argument("--demo-episodes", nargs="+", type=int, default=[200], help="several values: the data-efficiency curve")
     parser.add_argument("--scenes", type=int, default=2000, help="held-out scenes per policy in the batched simulator")
@@ -218,6 +231,8 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=100, help="held-out highway-env episodes per learned policy (0: skip)")
     parser.add_argument("--eval-algos", nargs="+", default=None, help="learners played in highway-env (default: all)")
     parser.add_argument("--expert-episodes", type=int, default=100, help="held-out highway-env episodes of the scripted expert")
+    parser.add_argument("--expert-split-episodes", type=int, default=50,
+                        help="highway-env episodes of the scripted expert per generalization split (0: skip)")
     parser.add_argument("--reuse", action="store_true", help="reuse finished runs and pairs in --out/work")
     parser.add_argument("--out", default="benchmarks/results/learning_v3")
     parser.add_argument("--eval-threads", type=int, default=1,

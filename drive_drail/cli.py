@@ -54,7 +54,7 @@ _TRAIN_FLAG_FIELDS = {
     "sim": "sim", "n_steps": "n_steps", "bc_epochs": "bc_epochs", "ppo_batch": "batch_size", "ppo_epochs": "ppo_epochs",
     "ppo_lr": "learning_rate", "disc_epochs": "disc_epochs", "disc_batch": "disc_batch", "label_injection": "label_injection",
     "reward_norm": "reward_norm", "reward_samples": "reward_samples", "task_filter": "task_filter", "out": "out",
-    "torch_threads": "torch_threads", "checkpoint_interval_s": "checkpoint_interval_s",
+    "torch_threads": "torch_threads", "checkpoint_interval_s": "checkpoint_interval_s", "bc_coef": "bc_coef",
 }
 """``train`` flag (argparse dest) -> the TrainConfig field it sets; --no-bc-warm-start and --unshared set the negation."""
 
@@ -243,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ppo-batch", type=int, help=f"PPO minibatch size (default {d.batch_size})")
     p.add_argument("--ppo-epochs", type=int, help=f"PPO epochs per iteration (default {d.ppo_epochs})")
     p.add_argument("--ppo-lr", type=float, help=f"PPO learning rate, linearly decayed to 0 (default {d.learning_rate:g})")
+    p.add_argument("--bc-coef", type=float,
+                   help=f"lambda_BC: weight of the demonstrations' log-likelihood in PPO's loss (default {d.bc_coef:g}; 0: plain PPO)")
     p.add_argument("--disc-epochs", type=int, help=f"discriminator passes over each rollout (default {d.disc_epochs})")
     p.add_argument("--disc-batch", type=int, help=f"discriminator minibatch, expert and agent each (default {d.disc_batch})")
     p.add_argument("--unshared", action="store_true", help="DRAIL: score the two labels with their own t and eps")
