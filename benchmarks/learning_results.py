@@ -143,7 +143,8 @@ def run_scenario(args, name: str) -> dict:
     entry["budget"] = {"env_steps_per_run": args.steps, "seeds": args.seeds, "sim": args.sim, "n_envs": args.n_envs,
                        "n_steps": args.n_steps, "ppo_batch": args.ppo_batch, "ppo_epochs": args.ppo_epochs,
                        "ppo_lr": args.ppo_lr, "disc_epochs": args.disc_epochs, "disc_batch": args.disc_batch,
-                       "reward_norm": args.reward_norm, "reward_samples": args.reward_samples, "bc_coef": args.bc_coef,
+                       "reward_norm": args.reward_norm, "reward_samples": args.reward_samples,
+                       "bc_coef": args.bc_coef if args.bc_coef is not None else (scenario.training.bc_coef or 0.0),
                        "jobs": args.jobs,
                        "scenes": args.scenes, "split_scenes": args.split_scenes, "eval_episodes": args.eval_episodes,
                        "expert_episodes": args.expert_episodes, "expert_split_episodes": args.expert_split_episodes,
@@ -223,7 +224,7 @@ def main() -> None:
                         help="divide rewards by the running std of the discounted return (default: TrainConfig's)")
     parser.add_argument("--reward-samples", type=int, default=4)
     parser.add_argument("--bc-coef", type=float, default=TrainConfig().bc_coef,
-                        help="lambda_BC of the PPO loss for every adversarial learner (default: TrainConfig's)")
+                        help="lambda_BC of the PPO loss for every adversarial learner (default: each scenario file's)")
     parser.add_argument("--jobs", type=int, default=2, help="training runs at once (1 torch thread each on 2 cores)")
     parser.add_argument("--demo-episodes", nargs="+", type=int, default=[200], help="several values: the data-efficiency curve")
     parser.add_argument("--scenes", type=int, default=2000, help="held-out scenes per policy in the batched simulator")

@@ -244,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ppo-epochs", type=int, help=f"PPO epochs per iteration (default {d.ppo_epochs})")
     p.add_argument("--ppo-lr", type=float, help=f"PPO learning rate, linearly decayed to 0 (default {d.learning_rate:g})")
     p.add_argument("--bc-coef", type=float,
-                   help=f"lambda_BC: weight of the demonstrations' log-likelihood in PPO's loss (default {d.bc_coef:g}; 0: plain PPO)")
+                   help="lambda_BC: weight of the demonstrations' log-likelihood in PPO's loss "
+                        "(default: the scenario file's training.bc_coef, else 0; 0: plain PPO)")
     p.add_argument("--disc-epochs", type=int, help=f"discriminator passes over each rollout (default {d.disc_epochs})")
     p.add_argument("--disc-batch", type=int, help=f"discriminator minibatch, expert and agent each (default {d.disc_batch})")
     p.add_argument("--unshared", action="store_true", help="DRAIL: score the two labels with their own t and eps")

@@ -96,6 +96,15 @@ class DemoSettings:
 
 
 @dataclass(frozen=True)
+class TrainingSettings:
+    """Training settings measured for this scenario (as rl-baselines3-zoo keeps per-environment
+    hyperparameters); a run uses them where neither its flags nor its ``--config`` file set them."""
+
+    bc_coef: float | None = None
+    """lambda_BC of the PPO loss (``TrainConfig.bc_coef``); None: the trainer's default, 0."""
+
+
+@dataclass(frozen=True)
 class Scenario:
     """One driving scenario, loaded from YAML by :func:`load_scenario`."""
 
@@ -127,6 +136,8 @@ class Scenario:
     """Generalization conditions: split name -> ``env_config`` overrides (e.g. dense / sparse traffic)."""
     demos: DemoSettings = field(default_factory=DemoSettings)
     """Default demonstration settings, see :class:`DemoSettings`."""
+    training: TrainingSettings = field(default_factory=TrainingSettings)
+    """Training settings measured for this scenario, see :class:`TrainingSettings`."""
     description: str = ""
     """Free text shown in reports."""
     source: str = "<memory>"
@@ -216,7 +227,7 @@ def scenario_from_dict(data: Any, source: str = "<memory>") -> Scenario:
         raise ScenarioError(source, f"expected a mapping of keys at the top level, got {type(data).__name__}")
     allowed = [f.name for f in fields(Scenario) if f.name != "source"]
     _check_keys(data, allowed, source, prefix="")
-    required = [f.name for f in fields(Scenario) if f.name not in ("env_config", "splits", "demos", "description", "source")]
+    required = [f.name for f in fields(Scenario) if f.name not in ("env_config", "splits", "demos", "training", "description", "source")]
     for key in required:
         if key not in data:
             raise ScenarioError(source, "missing required key", key=key)
@@ -254,6 +265,9 @@ def scenario_from_dict(data: Any, source: str = "<memory>") -> Scenario:
 
     success = _success_from(data.get("success"), task, source, v)
     demos = _demos_from(data.get("demos", {}), train, source, v)
+    training = v.mapping(data.get("training", {}), "training")
+    _check_keys(training, [f.name for f in fields(TrainingSettings)], source, prefix="training.")
+    bc_coef = v.nonnegative_float(training["bc_coef"], "training.bc_coef") if "bc_coef" in training else None
     return Scenario(
         name=get("name", v.nonempty_str),
         simulator=simulator,
@@ -269,6 +283,7 @@ def scenario_from_dict(data: Any, source: str = "<memory>") -> Scenario:
         env_config=dict(env_config),
         splits={k: dict(o) for k, o in splits.items()},
         demos=demos,
+        training=TrainingSettings(bc_coef=bc_coef),
         description=get("description", v.string, ""),
         source=source,
     )
@@ -371,6 +386,11 @@ class _Validator:
     def positive_float(self, value: Any, key: str) -> float:
         if self.number(value, key) <= 0:
             raise self.err(key, f"must be > 0, got {value}")
+        return float(value)
+
+    def nonnegative_float(self, value: Any, key: str) -> float:
+        if self.number(value, key) < 0:
+            raise self.err(key, f"must be >= 0, got {value}")
         return float(value)
 
     def fraction(self, value: Any, key: str) -> float:

@@ -133,6 +133,16 @@ def test_demos_needing_more_train_seeds_than_exist(tmp_path):
     assert "'demos.episodes'" in message
 
 
+@pytest.mark.parametrize("training, expect", [
+    ({"bc_coef": -0.1}, "'training.bc_coef'"),
+    ({"bc_coef": "high"}, "'training.bc_coef'"),
+    ({"bc_coeff": 0.1}, "did you mean 'bc_coef'"),
+])
+def test_training_settings_are_checked_key_by_key(tmp_path, training, expect):
+    assert expect in load_error(tmp_path, {**GOOD, "training": training})
+    assert scenario_from_dict({**GOOD, "training": {"bc_coef": 0.5}}).training.bc_coef == 0.5
+
+
 def test_unknown_name_and_bad_yaml(tmp_path, monkeypatch):
     with pytest.raises(ScenarioError, match="no such scenario 'lane_chang'.*did you mean 'lane_change'"):
         load_scenario("lane_chang")

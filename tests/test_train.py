@@ -70,11 +70,28 @@ def test_same_seed_same_run(stop_demos, tmp_path):
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)
 
 
+def test_the_bc_term_comes_from_the_scenario_unless_set(stop_demos, tmp_path):
+    import json
+
+    from drive_drail.scenario import load_scenario
+
+    measured = load_scenario("stop").training.bc_coef
+    assert measured and measured > 0  # stop's file carries its measured lambda_BC
+    runs = {"scenario": small(stop_demos, tmp_path / "a", steps=32), "set": small(stop_demos, tmp_path / "b", steps=32, bc_coef=0.0)}
+    for name, config in runs.items():
+        train(config, progress=False)
+    saved = {name: json.loads((tmp_path / d / "config.json").read_text())["bc_coef"] for name, d in (("scenario", "a"), ("set", "b"))}
+    assert saved == {"scenario": measured, "set": 0.0}  # config.json holds the value used, resolved
+    assert "losses/bc_loss" in pd.read_csv(tmp_path / "a" / "metrics.csv").columns
+    assert "losses/bc_loss" not in pd.read_csv(tmp_path / "b" / "metrics.csv").columns
+
+
 def test_saved_config_round_trips_and_an_old_run_keeps_its_input_label(tmp_path):
     config = TrainConfig(scenario="stop", algo="drail", demos="pairs.parquet", out=str(tmp_path))
     assert TrainConfig.from_dict(config.to_dict()) == config and config.label_injection == "film"
     old = {k: v for k, v in config.to_dict().items() if k != "label_injection"}  # saved before FiLM existed
     assert TrainConfig.from_dict(old).label_injection == "input"
+    assert TrainConfig.from_dict({k: v for k, v in old.items() if k != "bc_coef"}).bc_coef == 0.0  # trained before the BC term
 
 
 @pytest.mark.slow

@@ -148,6 +148,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, step
         raise UserError(f"{run_dir}: a run exists there; pass --resume to continue it or choose another --out")
     config.validate()
     scenario = load_scenario(config.scenario)
+    if config.bc_coef is None:  # the value measured for this scenario (saved resolved in config.json)
+        config.bc_coef = scenario.training.bc_coef if scenario.training.bc_coef is not None else 0.0
     demos = load_demos(config.demos, scenario.task if config.task_filter else None, scenario.policy_frequency_hz,
                        config.obs_std_floor, scenario_task=scenario.task)
     set_random_seed(config.seed)

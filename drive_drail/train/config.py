@@ -47,9 +47,11 @@ class TrainConfig:
     ent_coef: float = 1e-3
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
-    bc_coef: float = 0.0
+    bc_coef: float | None = None
     """lambda_BC: weight of the demonstrations' negative log-likelihood (std held fixed) added to PPO's loss
-    (train/ppo.py); 0 = plain PPO."""
+    (train/ppo.py); 0 = plain PPO; None = the scenario file's ``training.bc_coef``, else 0. No one value serves
+    every task (benchmarks/results/learning_v4/READING.md): stop collapses without it, lane_change is held
+    near its weak BC start with it, so each scenario file carries the value measured for it."""
     separate_grad_clip: bool = False
     """Clip the actor's and the critic's gradient norms to max_grad_norm each (else one joint clip, as SB3)."""
     policy_hidden: tuple[int, ...] = (256, 256)
@@ -136,7 +138,8 @@ class TrainConfig:
         for name, value in (("gamma", self.gamma), ("gae_lambda", self.gae_lambda)):
             if not 0.0 <= value <= 1.0 or name == "gamma" and value == 1.0:
                 raise UserError(f"{name} must lie in [0, 1{')' if name == 'gamma' else ']'}, got {value!r}")
-        for name, value in (("ent_coef", self.ent_coef), ("vf_coef", self.vf_coef), ("bc_coef", self.bc_coef)):
+        for name, value in (("ent_coef", self.ent_coef), ("vf_coef", self.vf_coef),
+                            ("bc_coef", 0.0 if self.bc_coef is None else self.bc_coef)):
             if not (value >= 0 and value != float("inf")):
                 raise UserError(f"{name} must be >= 0, got {value!r}")
         if not 0.0 <= self.crash_floor_quantile <= 1.0:
@@ -157,6 +160,7 @@ class TrainConfig:
         kwargs.setdefault("reward_samples", 1)
         kwargs.setdefault("crash_floor_quantile", 0.0)
         kwargs.setdefault("obs_std_floor", 0.1)
+        kwargs.setdefault("bc_coef", 0.0)
         for key in ("policy_hidden", "init_action_std"):
             if key in kwargs:
                 kwargs[key] = tuple(kwargs[key])
@@ -165,6 +169,8 @@ class TrainConfig:
 
 def _field_value(name: str, value, default):
     """``value`` checked against the type of the field's default (a bool is not a number; an int is a float)."""
+    if default is None:  # bc_coef: a number, or null for the scenario's value
+        return None if value is None else _field_value(name, value, 0.0)
     if isinstance(default, tuple):  # policy_hidden: any number of layer widths; init_action_std: one std per action dim
         item = type(default[0])
 
