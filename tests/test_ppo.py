@@ -7,12 +7,11 @@ import pytest
 import torch
 
 from drive_drail import spec
-from drive_drail.train.adversarial import build_ppo
 from drive_drail.train.bc import policy_mean
 from drive_drail.train.config import TrainConfig
-from drive_drail.train.envs import make_vec_env
 from drive_drail.train.ppo import PPOSettings, ppo_update
-from drive_drail.train.rollout import collect_rollout
+
+from rollout_factories import collected_model
 
 
 @pytest.fixture(scope="module")
@@ -20,13 +19,7 @@ def filled():
     """An SB3 PPO whose rollout buffer holds 64 real stop transitions (batched simulator) with returns computed."""
     config = TrainConfig(scenario="stop", n_envs=4, n_steps=16, batch_size=16, ppo_epochs=3, policy_hidden=(32, 32),
                          init_action_std=(0.3, 0.3), max_grad_norm=0.5)
-    env = make_vec_env("stop", 4, np.zeros(spec.OBS_DIM), np.full(spec.OBS_DIM, 5.0), seed_offset=0, sim="batched")
-    try:
-        model = build_ppo(config, env, seed=0)
-        model._setup_learn(64)
-        collect_rollout(model, env, 16, key=(0, 0))
-    finally:
-        env.close()
+    model = collected_model(config, obs_std=5.0, sim="batched")
     buf = model.rollout_buffer
     buf.rewards[:] = np.random.default_rng(0).normal(size=buf.rewards.shape).astype(np.float32) * 3.0
     with torch.no_grad():

@@ -192,19 +192,9 @@ def test_rollout_values_and_log_probs_match_the_policy(tmp_path):
     are the mean plus exploration noise of the policy's std."""
     from stable_baselines3.common.utils import obs_as_tensor
 
-    from drive_drail.train.adversarial import build_ppo
-    from drive_drail.train.config import TrainConfig
-    from drive_drail.train.envs import make_vec_env
-    from drive_drail.train.rollout import collect_rollout
+    from rollout_factories import collected_model
 
-    config = TrainConfig(scenario="stop", n_envs=1, n_steps=16, batch_size=16, init_action_std=(0.5, 0.5))
-    env = make_vec_env("stop", 1, np.zeros(spec.OBS_DIM), np.ones(spec.OBS_DIM), seed_offset=0)
-    try:
-        model = build_ppo(config, env, seed=0)
-        model._setup_learn(16)
-        collect_rollout(model, env, 16, key=(0, 0))
-    finally:
-        env.close()
+    model = collected_model(TrainConfig(scenario="stop", n_envs=1, n_steps=16, batch_size=16, init_action_std=(0.5, 0.5)))
     buf = model.rollout_buffer
     assert buf.full and model.num_timesteps == 16
     obs = obs_as_tensor(buf.observations[:, 0], "cpu")
