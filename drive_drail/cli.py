@@ -28,7 +28,7 @@ def _cmd_convert(args: argparse.Namespace) -> None:
     if args.smooth_s is not None and not (args.smooth_s >= 0 and args.smooth_s != float("inf")):
         raise UserError(f"--smooth-s must be >= 0 seconds, got {args.smooth_s}")
     config = ConvertConfig(action_hz=args.action_hz, smooth_s=args.smooth_s, egos=args.egos)
-    pairs, meta = convert_file(args.input, args.output, args.format, config)
+    pairs, meta = convert_file(args.input, args.output, args.format, config, progress=not args.quiet)
     print(summary(pairs, meta))
     print(f"wrote {args.output}")
 
@@ -157,7 +157,7 @@ def _cmd_replay(args: argparse.Namespace) -> None:
     from drive_drail.sim.scenario_replay import metrics_table, replay_evaluate
 
     policy = load_policy(resolve_artifact(args.policy))
-    table = metrics_table(replay_evaluate(policy.act, args.folder, max_steps=args.max_steps))
+    table = metrics_table(replay_evaluate(policy.act, args.folder, max_steps=args.max_steps, progress=not args.quiet))
     with atomic_path(args.output) as tmp:
         table.to_csv(tmp, index=False)
     print(table.to_string(index=False, max_cols=12))
@@ -207,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smooth-s", type=float, default=None, help="position smoothing width [s] for logs without headings")
     p.add_argument("--egos", choices=list(EGO_CHOICES), default="auto", metavar="{" + ",".join(EGO_CHOICES) + "}",
                    help="tracks that become expert egos: " + "; ".join(f"{k}: {v}" for k, v in EGO_CHOICES.items()) + " (default: auto)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("summary", help="print the summary of a pairs dataset", description="Print a pairs dataset's summary.")
@@ -285,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", required=True, help="run folder, actor.pt or ONNX export folder")
     p.add_argument("--max-steps", type=int, default=None, help="policy steps per scenario (default: the log's length)")
     p.add_argument("-o", "--output", required=True, help="per-scenario metrics .csv")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_replay)
 
     p = sub.add_parser("report", help="write an HTML + Markdown evaluation report",

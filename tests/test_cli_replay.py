@@ -21,4 +21,5 @@ def test_replay_cli_writes_per_scenario_metrics(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     table = pd.read_csv(out)
     assert len(table) == 2
+    assert "2/2" in proc.stderr and "scenario" in proc.stderr  # the progress bar counted both scenarios
     assert np.isfinite(table.select_dtypes("number").to_numpy(dtype=float)).any(axis=1).all()

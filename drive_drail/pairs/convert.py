@@ -16,6 +16,7 @@ Vectorised throughout: no Python loop over rows.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -280,13 +281,25 @@ def converter_settings(config: ConvertConfig) -> dict:
     return asdict(config)
 
 
-def convert_file(src: str, out: str, fmt: str = "auto", config: ConvertConfig = ConvertConfig()) -> tuple[pd.DataFrame, dict]:
-    """Read a log, convert it, write the pairs Parquet atomically; returns (pairs, metadata)."""
+def convert_file(src: str, out: str, fmt: str = "auto", config: ConvertConfig = ConvertConfig(),
+                 progress: bool = False) -> tuple[pd.DataFrame, dict]:
+    """Read a log, convert it, write the pairs Parquet atomically; returns (pairs, metadata).
+
+    ``progress``: a bar over the three stages (read, pairs, write), each named as it runs, on a
+    terminal only: a bad log's error stays the one line a script reads from a piped stderr.
+    """
+    from tqdm import tqdm
+
     from drive_drail.logs.registry import read_log
     from drive_drail.pairs.storage import write_pairs
 
+    bar = tqdm(total=3, desc=f"read {Path(src).name}", unit="stage", disable=None if progress else True)
     log = read_log(src, fmt)
+    bar.update()
+    bar.set_description(f"pairs from {len(log.tracks):,} rows")
     pairs = convert(log, config)
+    bar.update()
+    bar.set_description(f"write {Path(out).name}")
     meta = {
         "source_file": str(log.source),
         "format": log.format,
@@ -299,4 +312,6 @@ def convert_file(src: str, out: str, fmt: str = "auto", config: ConvertConfig = 
         "output": str(out),
     }
     write_pairs(out, pairs, meta)
+    bar.update()
+    bar.close()
     return pairs, meta

@@ -152,12 +152,13 @@ def replay_evaluate(
     folder: str | Path,
     max_steps: int | None = None,
     scenarios: list[int] | None = None,
+    progress: bool = False,
 ) -> list[ReplayMetrics]:
     """Drive ``policy`` as the sdc of every scenario of a ScenarioNet ``folder``; others replay the log.
 
     ``max_steps``: policy steps per episode (default: the scenario's length minus one);
     ``scenarios``: indices into the folder's scenarios (default: all). Returns one
-    :class:`ReplayMetrics` per episode, in order. Runs MetaDrive headless in this process
+    :class:`ReplayMetrics` per episode, in order; ``progress``: a bar over the scenarios. Runs MetaDrive headless in this process
     (one MetaDrive engine per process: no other MetaDrive adapter may be open).
     """
     folder = Path(folder)
@@ -173,8 +174,10 @@ def replay_evaluate(
     with state_only_engine():
         env = ScenarioEnv(_scenario_env_config(folder, len(loaded)))
     results = []
+    from tqdm import tqdm
+
     try:
-        for i in indices:
+        for i in tqdm(indices, desc="replay", unit="scenario", disable=not progress):
             sd, path = loaded[i]["sd"], loaded[i]["path"]
             sdc = sd["tracks"][next(k for k in sd["tracks"] if str(k) == str(sd["metadata"]["sdc_id"]))]["state"]
             log_xy = np.asarray(sdc["position"], dtype=np.float64)[:, :2]
