@@ -11,7 +11,8 @@ scenario's HELD-OUT seeds:
   ``--split-scenes`` seeds of every generalization split of the scenario file.
 
 Success is given per seed and pooled over seeds with a Wilson 95% interval. ``--demo-episodes``
-takes several values for the data-efficiency curve. Each scenario's result is written to
+takes several values for the data-efficiency curve. Every adversarial learner trains with the scenario
+file's lambda_BC (``training.bc_coef``) unless ``--bc-coef`` sets one for all. Each scenario's result is written to
 ``--out/<scenario>.json`` (runs already finished are reused with ``--reuse``, so a table can be
 built in pieces); ``RESULTS.md`` and ``results.json`` are rebuilt from every scenario file in
 ``--out``.
