@@ -340,6 +340,14 @@ def test_missing_file(tmp_path, fmt):
     _check(Expect(p, p, contains=("no such file",), format=fmt))
 
 
+@pytest.mark.parametrize("missing", ["tracksMeta", "recordingMeta"])
+def test_a_highd_tracks_file_without_its_meta_files_names_the_missing_one(tmp_path, missing):
+    f = _highd(tmp_path)
+    gone = f.tracks.with_name(f.tracks.name.replace("tracks", missing))
+    gone.unlink()
+    _check(Expect(f.tracks, gone, contains=("no such file", "XX_tracksMeta.csv")))  # not "unrecognised log format"
+
+
 def test_parquet_that_is_not_a_sim_log(tmp_path):
     p = tmp_path / "other.parquet"
     pd.DataFrame({"a": [1, 2]}).to_parquet(p)

@@ -74,4 +74,8 @@ def read_log(path: str | Path, format: str = "auto") -> TrackLog:
         raise LogError(
             path, "a Parquet file without drive-drail sim log metadata (only sim logs are read from Parquet)"
         )
+    from drive_drail.logs.highd import highd_paths
+
+    if highd_paths(path) is not None:  # a highD name without its sibling files: name the one missing
+        return READERS["highd"].read(path)
     raise LogError(path, f"unrecognised log format (supported: {supported})")
