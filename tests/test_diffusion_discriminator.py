@@ -10,16 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from drive_drail.models.diffusion_discriminator import (
-    DiffusionDiscriminator,
-    DiffusionDiscriminatorConfig,
-    add_noise,
-    alpha_bar_from_betas,
-    bce_on_logits,
-    cosine_beta_schedule,
-    minibatch_indices,
-    sample_mirrored_timesteps,
-)
+from drive_drail.models.diffusion import add_noise, alpha_bar_from_betas, cosine_beta_schedule, sample_mirrored_timesteps
+from drive_drail.models.diffusion_discriminator import DiffusionDiscriminator, DiffusionDiscriminatorConfig
+from drive_drail.models.discriminator_base import bce_on_logits, minibatch_indices
 from disc_helpers import auc, single_thread, toy, toy_pairs  # noqa: F401 (single_thread, toy: fixtures)
 
 SMALL = DiffusionDiscriminatorConfig(hidden_dim=64, n_hidden_layers=2, lr=1e-3)

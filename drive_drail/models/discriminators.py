@@ -26,17 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from drive_drail.models.diffusion_discriminator import (
-    DiffusionDiscriminator,
-    DiffusionDiscriminatorConfig,
-    NoisePredictor,
-    TrainableDiscriminator,
-    add_noise,
-    alpha_bar_from_betas,
-    bce_on_logits,
-    cosine_beta_schedule,
-    sample_mirrored_timesteps,
-)
+from drive_drail.models.diffusion import NoisePredictor, add_noise, alpha_bar_from_betas, cosine_beta_schedule, sample_mirrored_timesteps
+from drive_drail.models.diffusion_discriminator import DiffusionDiscriminator, DiffusionDiscriminatorConfig
+from drive_drail.models.discriminator_base import TrainableDiscriminator, bce_on_logits
 
 ALGOS = ("drail", "drail-un", "gail", "diffail")
 
