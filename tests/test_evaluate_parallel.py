@@ -77,3 +77,21 @@ def test_a_script_without_a_main_guard_gets_a_clear_error_not_a_broken_pool(tmp_
     (line,) = [line for line in proc.stderr.splitlines() if line.startswith("drive_drail.evaluate.parallel.WorkerPoolError")]
     assert f"worker processes import your script {script}" in line
     assert '`if __name__ == "__main__":`' in line and "workers=1" in line
+
+
+def test_a_worker_killed_under_a_guarded_script_is_named_as_killed(tmp_path):
+    """With the guard in place, a dead worker was ended from outside: the error must not blame the script."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "guarded.py"
+    script.write_text("import os, signal\n"
+                      "from drive_drail.evaluate.parallel import map_tasks\n\n"
+                      "def die(task):\n"
+                      "    os.kill(os.getpid(), signal.SIGKILL)\n\n"
+                      "if __name__ == '__main__':\n"
+                      "    map_tasks(die, [1, 2], workers=2)\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode != 0
+    (line,) = [line for line in proc.stderr.splitlines() if line.startswith("drive_drail.evaluate.parallel.WorkerPoolError")]
+    assert "killed" in line and "__main__" not in line

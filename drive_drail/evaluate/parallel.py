@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TypeVar
 
 from tqdm import tqdm
@@ -112,9 +113,24 @@ def map_tasks(
     except BrokenProcessPool:
         main = sys.modules.get("__main__")
         script = getattr(main, "__file__", None)
-        hint = (f"worker processes import your script {script}: put the call under `if __name__ == \"__main__\":`, or pass workers=1"
-                if script else "pass workers=1 to run in this process")
+        if script and _has_main_guard(script):  # the script is fine: something ended the worker from outside
+            hint = "it was killed: by a signal, or by the system when memory ran out"
+        elif script:
+            hint = f"worker processes import your script {script}: put the call under `if __name__ == \"__main__\":`, or pass workers=1"
+        else:
+            hint = "pass workers=1 to run in this process"
         raise WorkerPoolError(f"a worker process of the {workers}-process pool died ({hint})") from None
+
+
+def _has_main_guard(script: str) -> bool:
+    """Whether ``script`` has an ``if __name__ == "__main__":`` block (read as text, never run)."""
+    import re
+
+    try:
+        text = Path(script).read_text(errors="ignore")
+    except OSError:
+        return False
+    return re.search(r"^if\s+__name__\s*==\s*[\"']__main__[\"']\s*:", text, re.MULTILINE) is not None
 
 
 def _ray_call(fn: Callable[[T], R], task: T) -> R:
