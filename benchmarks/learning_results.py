@@ -141,11 +141,13 @@ def run_scenario(args, name: str) -> dict:
                               **scores([f"{algo}-s{seed}"])} for seed in args.seeds],
             }
         entry["curve"][str(n_demo)] = point
+        # lambda_BC as the trainer resolved it (the flag, else the scenario file's), from a run's config.json
+        trained_bc_coef = json.loads((next(iter(runs.values())) / "config.json").read_text())["bc_coef"]
     entry["budget"] = {"env_steps_per_run": args.steps, "seeds": args.seeds, "sim": args.sim, "n_envs": args.n_envs,
                        "n_steps": args.n_steps, "ppo_batch": args.ppo_batch, "ppo_epochs": args.ppo_epochs,
                        "ppo_lr": args.ppo_lr, "disc_epochs": args.disc_epochs, "disc_batch": args.disc_batch,
                        "reward_norm": args.reward_norm, "reward_samples": args.reward_samples,
-                       "bc_coef": args.bc_coef if args.bc_coef is not None else (scenario.training.bc_coef or 0.0),
+                       "bc_coef": trained_bc_coef,
                        "jobs": args.jobs,
                        "scenes": args.scenes, "split_scenes": args.split_scenes, "eval_episodes": args.eval_episodes,
                        "expert_episodes": args.expert_episodes, "expert_split_episodes": args.expert_split_episodes,

@@ -12,6 +12,8 @@ Each is a thin front to the module that does the work, with the CLI's defaults; 
 
 from __future__ import annotations
 
+import sys
+import types
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -70,3 +72,18 @@ def load_policy(path: str | Path, backend: str = "auto"):
     from drive_drail.evaluate.policies import resolve_artifact
 
     return load(resolve_artifact(path), backend=backend)
+
+
+def make_package_callable(package: str, function: str) -> None:
+    """Make the subpackage ``package`` callable as the function ``function`` of this module.
+
+    ``from drive_drail import train`` finds this module's :func:`train`, but importing the
+    subpackage ``drive_drail.train`` rebinds that name to the package itself. A callable package
+    calls the same function, whichever of the two a user's import found.
+    """
+
+    class CallablePackage(types.ModuleType):
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            return globals()[function](*args, **kwargs)
+
+    sys.modules[package].__class__ = CallablePackage

@@ -6,19 +6,6 @@
 - :func:`drive_drail.evaluate.report.write_report`: the HTML report and its Markdown twin.
 """
 
+from drive_drail.api import make_package_callable as _make_package_callable
 
-# ``from drive_drail import evaluate`` is the function :func:`drive_drail.api.evaluate`, but importing this
-# subpackage rebinds the name ``drive_drail.evaluate`` to the package itself. So the package is callable
-# too, and calls the same function, whichever of the two a user's import found.
-import sys as _sys
-import types as _types
-
-
-class _CallablePackage(_types.ModuleType):
-    def __call__(self, *args, **kwargs):
-        from drive_drail.api import evaluate as _evaluate
-
-        return _evaluate(*args, **kwargs)
-
-
-_sys.modules[__name__].__class__ = _CallablePackage
+_make_package_callable(__name__, "evaluate")  # `drive_drail.evaluate(...)` stays the function once this package is imported

@@ -74,6 +74,7 @@ def sample_mirrored_timesteps(
 # --------------------------------------------------------------------------------------
 # 2. The conditional noise-prediction network eps_phi(x_t, t | c)
 # --------------------------------------------------------------------------------------
+
 ACTIVATIONS = {"mish": F.mish, "silu": F.silu, "relu": F.relu}
 
 

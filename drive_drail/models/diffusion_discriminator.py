@@ -46,6 +46,10 @@ from drive_drail.models.diffusion import (
 )
 from drive_drail.models.discriminator_base import DiscriminatorOutput, TrainableDiscriminator, bce_on_logits
 
+# --------------------------------------------------------------------------------------
+# 3-6. The discriminator: Eq. 1 (losses), Eq. 2 (D), Eq. 3 (BCE update), Eq. 4 (reward)
+# --------------------------------------------------------------------------------------
+
 @dataclass(frozen=True)
 class DiffusionDiscriminatorConfig:
     """Hyperparameters of the diffusion discriminator (DRAIL, DRAIL-UN and the DiffAIL-style baseline)."""

@@ -12,11 +12,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# --------------------------------------------------------------------------------------
-# 3-6. The discriminator: Eq. 1 (losses), Eq. 2 (D), Eq. 3 (BCE update), Eq. 4 (reward)
-# --------------------------------------------------------------------------------------
-
-
 class DiscriminatorOutput(NamedTuple):
     """Per-pair scores, all ``[B]``.
 

@@ -11,7 +11,7 @@ BC term off), on SB3's policy and rollout buffer, and adds what imitation needs:
 
 ``L_BC`` keeps the policy near the demonstrations while the discriminator is still wrong: on
 the stop task, plain adversarial fine-tuning swung rollout success between 0 and 0.9 and ended
-below its BC start (``benchmarks/results/learning_v3/READING.md``).
+below its BC start (``benchmarks/results/learning_v4/READING.md``).
 ``L_BC`` is the expert actions' negative log-likelihood under pi_theta (DAPG's term, Rajeswaran et al.
 2018; the BC-augmented loss of Jena et al. 2020) with the std held fixed (sg: stop-gradient), so the
 exploration std is left to PPO. Dividing by sigma^2 puts it on the scale of L_clip, whose gradient
@@ -20,8 +20,8 @@ strongly as a typical advantage pushes, on every action dimension (steering's st
 acceleration's, so its deviations weigh 25 times as much, which is what lane keeping needs).
 
 With ``separate_clip`` the actor's and the critic's gradients are clipped to ``max_grad_norm``
-each, so that a large critic gradient cannot scale the policy's step away (with one joint clip
-a critic norm of ~300 against the actor's ~15 scaled every policy step by ~0.05).
+each, so that a large critic gradient cannot scale the policy's step away under one joint clip
+(how the two norms compare with reward normalisation on: ``benchmarks/results/learning_v4/READING.md``).
 """
 
 from __future__ import annotations
@@ -105,12 +105,12 @@ def ppo_update(policy, buffer, settings: PPOSettings, lr: float, expert: tuple[n
 
             policy.optimizer.zero_grad()
             loss.backward()
+            actor_norm = torch.nn.utils.get_total_norm([p.grad for p in actor if p.grad is not None])
+            critic_norm = torch.nn.utils.get_total_norm([p.grad for p in critic if p.grad is not None])
             if settings.separate_clip:
-                actor_norm = torch.nn.utils.clip_grad_norm_(actor, settings.max_grad_norm)
-                critic_norm = torch.nn.utils.clip_grad_norm_(critic, settings.max_grad_norm)
+                torch.nn.utils.clip_grads_with_norm_(actor, settings.max_grad_norm, actor_norm)
+                torch.nn.utils.clip_grads_with_norm_(critic, settings.max_grad_norm, critic_norm)
             else:
-                actor_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in actor if p.grad is not None]))
-                critic_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in critic if p.grad is not None]))
                 torch.nn.utils.clip_grad_norm_(policy.parameters(), settings.max_grad_norm)
             policy.optimizer.step()
 
