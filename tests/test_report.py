@@ -119,6 +119,29 @@ def test_report_replays_a_success_and_a_failure_as_gifs(tmp_path):
     assert "success: expert on stop/eval" in page and "failure: constant on stop/eval" in page
 
 
+@pytest.mark.slow
+def test_metadrive_episodes_are_replayed_as_top_down_gifs_without_assets(tmp_path):
+    from drive_drail.sim import topdown
+
+    stop = load_scenario("metadrive_stop")
+    table = evaluate(["expert", "constant"], [stop], episodes=1, split="eval", workers=1, reference=False)
+    write_results(table, tmp_path / "results")
+    path = write_report([tmp_path / "results"], tmp_path / "report", config=ReportConfig(frame_every=5))
+    page = path.read_text()
+    assert page.count("data:image/gif;base64,") == 2 and "not rendered" not in page
+    assert "replay differs" not in page
+    for outcome in ("success", "failure"):
+        gif = PILImage.open(tmp_path / "report" / "assets" / f"metadrive_stop_{outcome}.gif")
+        # The expert drives up to the stalled car; the constant policy stands still in an empty view, and
+        # the GIF encoder merges identical frames into one.
+        if outcome == "success":
+            assert gif.n_frames > 5
+        gif.seek(gif.n_frames // 2)
+        frame = np.asarray(gif.convert("RGB")).reshape(-1, 3).astype(int)
+        for colour in (topdown.EGO, topdown.STALLED, topdown.ROAD):  # the ego, the stalled car ahead, the road
+            assert (np.abs(frame - colour).sum(axis=1) < 30).any(), colour
+
+
 def test_hostile_names_stay_inside_the_report_and_are_escaped_in_both_pages(tmp_path):
     table = constructed_results(seeds=2)
     table.loc[table.scenario == "stop", "scenario"] = "../../escape"

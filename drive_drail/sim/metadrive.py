@@ -426,6 +426,7 @@ class MetaDriveAdapter(base.SpecAdapter):
 
     simulator = "metadrive"
     label = "MetaDrive"
+    metadata = {"render_modes": ["rgb_array"]}
 
     def __init__(self, scenario: Scenario, seed: int = 0, split: str = "train"):
         super().__init__(scenario, split)
@@ -448,6 +449,7 @@ class MetaDriveAdapter(base.SpecAdapter):
         self.limits: VehicleLimits | None = None
         self._ego = None
         self._engine = None
+        self._canvas = None
         self.stalled = None
 
     # ---------------------------------------------------------------- MetaDrive access
@@ -497,6 +499,7 @@ class MetaDriveAdapter(base.SpecAdapter):
         _ENGINE_OWNER = weakref.ref(self)
         self._engine = self._md.engine  # MetaDriveEnv.engine re-imports its getter on every read (~2 us)
         self._ego = self._md.agent
+        self._canvas = None  # the top-down road of this episode's map, painted at the first render_rgb
         self._clear_spawn()
         self._install_physics_hook()
         self._tracks = {}
@@ -522,6 +525,24 @@ class MetaDriveAdapter(base.SpecAdapter):
         truncated = not terminated and self.policy_steps >= self.scenario.max_policy_steps
         info = self._info(final=terminated or truncated, outcome=(crashed, offroad, completion))
         return self._observe(), 0.0, terminated, truncated, info
+
+    def render_rgb(self) -> np.ndarray:
+        """A top-down frame around the ego, ``[H, W, 3]`` uint8, drawn from the map's lanes and the
+        vehicles' boxes (:mod:`drive_drail.sim.topdown`): MetaDrive's own renderers need assets
+        this state-only engine does not load. Ego green, traffic blue, a stalled car orange,
+        anything crashed red."""
+        from drive_drail.sim import topdown
+
+        if self._canvas is None:  # one map per episode: paint its road once
+            self._canvas = topdown.TopDownCanvas(lane_outlines(self.road_network))
+        boxes = []
+        for o in self._objects():
+            x, y, _, _, heading = _kinematics(o)
+            color = (topdown.CRASHED if _crashed(o) else topdown.EGO if o is self.ego else topdown.STALLED
+                     if getattr(o, "break_down", False) else topdown.TRAFFIC if _is_vehicle(type(o)) else topdown.OBJECT)
+            boxes.append(topdown.Box(x, y, heading, float(o.LENGTH), float(o.WIDTH), color))
+        ex, ey, *_ = _kinematics(self.ego)
+        return self._canvas.frame((ex, ey), boxes)
 
     def scene(self) -> spec.Scene:
         """The current scene of the ego (every vehicle and object MetaDrive has spawned)."""
@@ -720,6 +741,22 @@ class MetaDriveAdapter(base.SpecAdapter):
 # --------------------------------------------------------------------------------------
 # Map helpers
 # --------------------------------------------------------------------------------------
+
+
+def lane_outlines(road_network, step_m: float = 2.0) -> list:
+    """Every lane of a MetaDrive road network as a :class:`~drive_drail.sim.topdown.LaneOutline`:
+    both boundaries sampled every ``step_m`` along the lane, dashed where the lane's line type is broken."""
+    from drive_drail.sim.topdown import LaneOutline
+
+    outlines = []
+    for lane in road_network.get_all_lanes():
+        s = np.append(np.arange(0.0, lane.length, step_m), lane.length)
+        half = [lane.width_at(x) / 2 for x in s]
+        left = np.array([lane.position(x, -w) for x, w in zip(s, half)])[:, :2]  # MetaDrive's lateral: + = right
+        right = np.array([lane.position(x, w) for x, w in zip(s, half)])[:, :2]
+        types = [str(t) for t in getattr(lane, "line_types", ("", ""))]
+        outlines.append(LaneOutline(left, right, "BROKEN" in types[0], "BROKEN" in types[1]))
+    return outlines
 
 
 def on_ramp_lanes(pg_map) -> frozenset:
