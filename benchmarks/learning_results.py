@@ -10,6 +10,12 @@ scenario's HELD-OUT seeds:
   policy (from the same start the two simulators give the same outcome, ``TRANSFER.md``), and
   ``--split-scenes`` seeds of every generalization split of the scenario file.
 
+A MetaDrive scenario has no batched twin: its learners train in MetaDrive itself (``--sim adapter``)
+and are scored on ``--eval-episodes`` held-out MetaDrive episodes. ``--cross-eval SCENARIO`` also
+scores every played policy on a scenario of the other simulator (the same policy file, through the
+shared spec): the cross-simulator generalization column, from ``--scenes`` held-out highway-env starts in
+the batched simulator when the other scenario is highway-env's, else ``--eval-episodes`` episodes.
+
 Success is given per seed and pooled over seeds with a Wilson 95% interval. ``--demo-episodes``
 takes several values for the data-efficiency curve. Every adversarial learner trains with the scenario
 file's lambda_BC (``training.bc_coef``) unless ``--bc-coef`` sets one for all. Each scenario's result is written to
@@ -78,6 +84,11 @@ def run_scenario(args, name: str) -> dict:
     from drive_drail.scenario import load_scenario
 
     scenario = load_scenario(name)
+    in_batched = scenario.simulator == "highway"  # the batched simulator re-implements highway-env only
+    if not in_batched and args.sim == "batched":
+        raise SystemExit(f"{name}: a {scenario.simulator} scenario trains in its own simulator: pass --sim adapter")
+    closed_loop = CLOSED_LOOP_KEY[scenario.simulator]
+    cross = [load_scenario(c) for c in args.cross_eval]
     work = Path(args.out) / "work" / name
     started = time.time()
     entry: dict = {"curve": {}}
@@ -100,23 +111,35 @@ def run_scenario(args, name: str) -> dict:
         actors = {f"{algo}-s{seed}": DeterministicActor.load(run_dir / "actor.pt") for (algo, seed), run_dir in runs.items()}
 
         # Held-out and generalization scenes in the batched simulator, from highway-env's starts.
-        held_out = list(scenario.eval_seeds[: args.scenes])
-        acts = {label: actor.act for label, actor in actors.items()}  # the scripted expert drives highway-env only
-        batched = {"eval": score_policies_in_batched_sim(scenario, acts, held_out, highway_starts=True)}
-        for split in scenario.splits if args.split_scenes else []:
-            batched[split] = score_policies_in_batched_sim(scenario, acts, held_out[: args.split_scenes], highway_starts=True, split=split)
+        batched: dict = {}
+        if in_batched:
+            held_out = list(scenario.eval_seeds[: args.scenes])
+            acts = {label: actor.act for label, actor in actors.items()}  # the scripted expert drives highway-env only
+            batched["eval"] = score_policies_in_batched_sim(scenario, acts, held_out, highway_starts=True)
+            for split in scenario.splits if args.split_scenes else []:
+                batched[split] = score_policies_in_batched_sim(scenario, acts, held_out[: args.split_scenes], highway_starts=True, split=split)
 
-        # highway-env itself on the first held-out seeds.
-        highway = {}
+        # The scenario's own simulator (highway-env or MetaDrive) on the first held-out seeds.
         table = evaluate(["expert"], scenario, episodes=args.expert_episodes, split="eval", workers=2, reference=False)
+        specs = [f"{algo}-s{seed}={run_dir}" for (algo, seed), run_dir in runs.items() if algo in (args.eval_algos or args.algos)]
         if args.eval_episodes:
-            specs = [f"{algo}-s{seed}={run_dir}" for (algo, seed), run_dir in runs.items() if algo in (args.eval_algos or args.algos)]
             table = pd.concat([table, evaluate(specs, scenario, episodes=args.eval_episodes, split="eval", workers=2, reference=False)])
         table.to_csv(folder / "eval_episodes.csv", index=False)
-        highway = {label: group["success"].to_numpy(bool) for label, group in table.groupby("policy")}
+        played = {label: group for label, group in table.groupby("policy")}
+        # The same policy files in the other simulator's twin scenario (cross-simulator generalization).
+        crossed: dict[str, dict] = {}
+        for other in cross:
+            if other.simulator == "highway":  # highway-env's held-out starts, played in the batched simulator
+                scored = score_policies_in_batched_sim(other, {label: actor.act for label, actor in actors.items()},
+                                                       list(other.eval_seeds[: args.scenes]), highway_starts=True)
+                crossed[other.name] = {label: {"success": r["success"]} for label, r in scored.items()}
+            else:
+                cross_table = evaluate(specs, other, episodes=args.eval_episodes, split="eval", workers=2, reference=False)
+                cross_table.to_csv(folder / f"cross_{other.name}_episodes.csv", index=False)
+                crossed[other.name] = {label: {"success": group["success"].to_numpy(bool)} for label, group in cross_table.groupby("policy")}
         # The expert's own success on each generalization split (highway-env): the ceiling of the split columns.
         expert_splits = {}
-        if args.expert_split_episodes and args.split_scenes and scenario.splits:
+        if in_batched and args.expert_split_episodes and args.split_scenes and scenario.splits:
             split_table = evaluate(["expert"], scenario, episodes=args.expert_split_episodes, split=list(scenario.splits),
                                    workers=2, reference=False)
             split_table.to_csv(folder / "expert_split_episodes.csv", index=False)
@@ -124,12 +147,16 @@ def run_scenario(args, name: str) -> dict:
 
         def scores(labels: list[str]) -> dict:
             out = {}
-            if labels[0] in batched["eval"]:
+            if batched and labels[0] in batched["eval"]:
                 for split, by_policy in batched.items():
                     out[f"batched_{split}"] = rate(np.concatenate([by_policy[label]["success"] for label in labels]))
                 out["batched_eval_collision"] = rate(np.concatenate([batched["eval"][label]["collision"] for label in labels]))
-            if all(label in highway for label in labels):
-                out["highway_env"] = rate(np.concatenate([highway[label] for label in labels]))
+            if all(label in played for label in labels):
+                out[closed_loop] = rate(np.concatenate([played[label]["success"].to_numpy(bool) for label in labels]))
+                out[closed_loop + "_collision"] = rate(np.concatenate([played[label]["collision"].to_numpy(bool) for label in labels]))
+            for other, by_label in crossed.items():
+                if all(label in by_label for label in labels):
+                    out[f"cross_{other}"] = rate(np.concatenate([np.asarray(by_label[label]["success"], bool) for label in labels]))
             return out
 
         point = {"n_pairs": n_pairs, "expert": {**scores(["expert"]), **expert_splits}, "algos": {}}
@@ -151,11 +178,17 @@ def run_scenario(args, name: str) -> dict:
                        "jobs": args.jobs,
                        "scenes": args.scenes, "split_scenes": args.split_scenes, "eval_episodes": args.eval_episodes,
                        "expert_episodes": args.expert_episodes, "expert_split_episodes": args.expert_split_episodes,
-                       "demo_episodes": args.demo_episodes,
+                       "demo_episodes": args.demo_episodes, "cross_eval": args.cross_eval,
                        "eval_algos": args.eval_algos or args.algos}
     entry["command"] = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     entry["wall_time_s"] = round(time.time() - started, 1)
     return entry
+
+
+CLOSED_LOOP_KEY = {"highway": "highway_env", "metadrive": "metadrive"}
+"""Result key of the closed-loop episodes in a scenario's own simulator."""
+SIM_LABEL = {"highway_env": "highway-env", "metadrive": "MetaDrive"}
+SIM_NAME = {"batched": "batched simulator", "adapter": "scenario's own simulator"}
 
 
 def _cell(r: dict | None) -> str:
@@ -176,17 +209,23 @@ def markdown(results: dict) -> str:
         b = entry["budget"]
         lines += [f"## {name}", "", f"Command: `{entry['command']}`  ", f"Wall time: {entry['wall_time_s'] / 60:.1f} min "
                   f"on a 2-core CPU machine ({b['jobs']} runs at once).  ",
-                  f"Budget: {b['env_steps_per_run']:,} env steps per run in the {b['sim']} simulator ({b['n_envs']} scenes x "
+                  f"Budget: {b['env_steps_per_run']:,} env steps per run in the {SIM_NAME[b['sim']]} ({b['n_envs']} "
+                  f"{'scenes' if b['sim'] == 'batched' else 'workers'} x "
                   f"{b['n_steps']} steps per iteration, PPO batch {b['ppo_batch']} x {b['ppo_epochs']} epochs, lr {b['ppo_lr']}, "
                   f"discriminator batch {b['disc_batch']} x {b['disc_epochs']} epochs, reward norm {b['reward_norm']}, "
                   f"{b['reward_samples']} (t, eps) draws per reward, lambda_BC {b.get('bc_coef', 0.0)}), seeds {b['seeds']}.", ""]
         for n_demo, point in entry["curve"].items():
             first = next(iter(point["algos"].values()))["pooled"]
             splits = [k for k in first if k.startswith("batched_") and k not in ("batched_eval", "batched_eval_collision")]
-            head = ["policy", f"batched eval ({b['scenes']} scenes)", "collision (batched eval)"]
-            has_highway = "highway_env" in point["expert"]
-            head += [f"highway-env ({b['expert_episodes']} expert / {b['eval_episodes']} policy ep.)"] if has_highway else []
-            head += [f"{s.removeprefix('batched_')} ({b['split_scenes']})" for s in splits] + ["train s/run"]
+            has_batched = "batched_eval" in first
+            head = ["policy"] + ([f"batched eval ({b['scenes']} scenes)", "collision (batched eval)"] if has_batched else [])
+            sim_key = next((k for k in SIM_LABEL if k in point["expert"]), None)
+            sim_label = SIM_LABEL.get(sim_key, "")
+            head += [f"{sim_label} ({b['expert_episodes']} expert / {b['eval_episodes']} policy ep.)"] if sim_key else []
+            head += [f"collision ({sim_label})"] if sim_key and not has_batched else []
+            head += [f"{s.removeprefix('batched_')} ({b['split_scenes']})" for s in splits]
+            crosses = [k for k in first if k.startswith("cross_")]
+            head += [f"in {k.removeprefix('cross_')} (cross-sim)" for k in crosses] + ["train s/run"]
             lines += [f"### {n_demo} expert episodes ({point['n_pairs']:,} pairs)", "", "| " + " | ".join(head) + " |",
                       "|" + "---|" * len(head)]
 
@@ -194,11 +233,14 @@ def markdown(results: dict) -> str:
                 def col(key: str) -> str:
                     seeds = f" ({', '.join(format(s[key]['rate'], '.2f') for s in per_seed)})" if per_seed and key in pooled else ""
                     return _cell(pooled.get(key)) + seeds
-                cells = [label, col("batched_eval") if "batched_eval" in pooled else "", _cell(pooled.get("batched_eval_collision"))]
-                cells += [col("highway_env")] if has_highway else []
+                cells = [label] + ([col("batched_eval") if "batched_eval" in pooled else "", _cell(pooled.get("batched_eval_collision"))]
+                                   if has_batched else [])
+                cells += [col(sim_key)] if sim_key else []
+                cells += [_cell(pooled.get(sim_key + "_collision"))] if sim_key and not has_batched else []
                 # The expert plays the splits in highway-env only (its scripted driver has no batched twin).
                 cells += [col(s) if s in pooled else (_cell(pooled.get("highway_" + s.removeprefix("batched_"))) + " (hw-env)"
                           if "highway_" + s.removeprefix("batched_") in pooled else "") for s in splits]
+                cells += [col(k) for k in crosses]
                 cells += [f"{np.mean([s['train_s'] for s in per_seed]):.0f}" if per_seed else ""]
                 return "| " + " | ".join(cells) + " |"
 
@@ -232,11 +274,13 @@ def main() -> None:
     parser.add_argument("--demo-episodes", nargs="+", type=int, default=[200], help="several values: the data-efficiency curve")
     parser.add_argument("--scenes", type=int, default=2000, help="held-out scenes per policy in the batched simulator")
     parser.add_argument("--split-scenes", type=int, default=500, help="scenes per generalization split (0: skip)")
-    parser.add_argument("--eval-episodes", type=int, default=100, help="held-out highway-env episodes per learned policy (0: skip)")
-    parser.add_argument("--eval-algos", nargs="+", default=None, help="learners played in highway-env (default: all)")
-    parser.add_argument("--expert-episodes", type=int, default=100, help="held-out highway-env episodes of the scripted expert")
+    parser.add_argument("--eval-episodes", type=int, default=100, help="held-out episodes per learned policy in the scenario's own simulator (0: skip)")
+    parser.add_argument("--eval-algos", nargs="+", default=None, help="learners played in the scenario's own simulator (default: all)")
+    parser.add_argument("--expert-episodes", type=int, default=100, help="held-out episodes of the scripted expert in the scenario's own simulator")
     parser.add_argument("--expert-split-episodes", type=int, default=50,
                         help="highway-env episodes of the scripted expert per generalization split (0: skip)")
+    parser.add_argument("--cross-eval", nargs="*", default=[],
+                        help="scenarios of the other simulator to score the played policies on as well (cross-simulator)")
     parser.add_argument("--reuse", action="store_true", help="reuse finished runs and pairs in --out/work")
     parser.add_argument("--out", default="benchmarks/results/learning_v3")
     parser.add_argument("--eval-threads", type=int, default=1,
