@@ -23,15 +23,13 @@ from drive_drail.scenario import ScenarioError, load_scenario, scenario_from_dic
 from drive_drail.sim import base, make_env  # noqa: E402
 from drive_drail.sim.metadrive import (  # noqa: E402
     MetaDriveAdapter,
-    _heading_rad,
-    _kinematics,
-    _speed_mps,
     lane_frame,
     metadrive_to_physical,
     metadrive_to_spec_unit,
     physical_to_metadrive,
     spec_unit_to_metadrive,
 )
+from drive_drail.sim.metadrive.objects import heading_rad_of, kinematics, speed_mps  # noqa: E402
 
 
 @pytest.fixture
@@ -61,11 +59,11 @@ def test_observation_is_spec_observe_of_the_scene(lane_change_env):
     assert obs[spec.OBS_NAMES.index("ego_v_long")] * 40.0 == pytest.approx(env.ego.speed, abs=0.05)
     # The per-object read skips MetaDrive's wrappers: it must still give their numbers.
     for obj in env._objects():
-        x, y, vx, vy, h = _kinematics(obj)
+        x, y, vx, vy, h = kinematics(obj)
         assert (x, y) == tuple(float(c) for c in obj.position) and h == float(obj.heading_theta)
         speed = float(obj.velocity[0]) * np.cos(h) + float(obj.velocity[1]) * np.sin(h)
         np.testing.assert_allclose([vx, vy], [speed * np.cos(h), speed * np.sin(h)], rtol=0, atol=1e-12)
-        assert _speed_mps(obj) == obj.speed
+        assert speed_mps(obj) == obj.speed
     # the heading's wrap to (-pi, pi], all the way round, for a vehicle and a traffic object
     from metadrive.component.static_object.traffic_object import TrafficCone
 
@@ -74,7 +72,7 @@ def test_observation_is_spec_observe_of_the_scene(lane_change_env):
     for obj in (env.ego, cone):
         for heading_rad in np.linspace(-2 * math.pi, 2 * math.pi, 49).tolist() + [math.pi, -math.pi]:
             obj.set_heading_theta(heading_rad)
-            assert _heading_rad(obj) == obj.heading_theta
+            assert heading_rad_of(obj) == obj.heading_theta
 
 
 def test_spec_frame_and_lane_conventions(lane_change_env):

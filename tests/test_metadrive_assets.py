@@ -19,7 +19,7 @@ import pytest
 pytest.importorskip("metadrive")
 import filelock  # noqa: E402  (a MetaDrive dependency)
 
-from drive_drail.sim.metadrive_assets import (  # noqa: E402
+from drive_drail.sim.metadrive.assets import (  # noqa: E402
     GRASS_TEXTURE,
     METADRIVE_VERSION,
     VERSION_FILE,

@@ -44,8 +44,9 @@ from drive_drail import spec
 from drive_drail.logs.base import LogError
 from drive_drail.logs.safe_pickle import safe_load
 from drive_drail.logs.scenarionet import MAPPING_FILE, SUMMARY_FILE, build_lane_map, lane_context, scenario_files
-from drive_drail.sim.metadrive import NullObservation, VehicleLimits, _check_engine_free, physical_to_metadrive, scene_from_rows
-from drive_drail.sim.metadrive_assets import state_only_engine
+from drive_drail.sim.metadrive import NullObservation, VehicleLimits, check_engine_free, physical_to_metadrive
+from drive_drail.sim.rows import scene_from_rows
+from drive_drail.sim.metadrive.assets import state_only_engine
 
 Policy = Callable[[np.ndarray], np.ndarray]
 """A policy: spec observation ``[OBS_DIM]`` -> spec action in [-1, 1]^2, shape ``[2]``."""
@@ -170,7 +171,7 @@ def replay_evaluate(
 
     from metadrive.envs import ScenarioEnv
 
-    _check_engine_free(None)  # one MetaDrive engine per process: refuse clearly if an adapter holds it
+    check_engine_free(None)  # one MetaDrive engine per process: refuse clearly if an adapter holds it
     with state_only_engine():
         env = ScenarioEnv(_scenario_env_config(folder, len(loaded)))
     results = []
