@@ -15,6 +15,11 @@ Allowed globals and why:
 - ``_codecs.encode``: how protocol 2 writes ``bytes``; only the latin-1 codec is admitted.
 - builtins ``dict list tuple set frozenset str int float bool complex bytes bytearray``,
   ``collections.OrderedDict``. ``None`` needs no global.
+- ``collections.defaultdict``, loaded as a plain dict, when its factory is one of the builtin
+  types above (or None): MetaDrive's summary code puts ``defaultdict(int)`` into
+  ``metadata.number_summary``, and every file ScenarioNet's converters and MetaDrive's
+  ``save_dataset`` write carries it. A factory is never called: a dict has no missing-key hook.
+- ``metadrive.scenario.scenario_description.ScenarioDescription`` (a dict subclass), loaded as a dict.
 Object arrays rebuild their elements through this same unpickler, so they are no way out.
 """
 
@@ -72,6 +77,20 @@ _ALLOWED: dict[tuple[str, str], object] = {
         )
     },
 }
+_FACTORIES = tuple(obj for (mod, _), obj in _ALLOWED.items() if mod == "builtins")
+
+
+def _defaultdict_as_dict(default_factory: object = None, *args: object) -> dict:
+    """``collections.defaultdict(factory, ...)`` as a pickle rebuilds it, returned as a plain dict (its items
+    follow as SETITEMS). The factory must be an admitted builtin type, or None: a pickle could name any
+    callable here, and a defaultdict would call it on every missing key."""
+    if default_factory is not None and not any(default_factory is f for f in _FACTORIES):
+        raise pickle.UnpicklingError(f"forbidden defaultdict factory {default_factory!r}")
+    return dict(*args)
+
+
+_ALLOWED[("collections", "defaultdict")] = _defaultdict_as_dict
+_ALLOWED[("metadrive.scenario.scenario_description", "ScenarioDescription")] = dict
 # Protocol 0-2 pickles written by Python 2 name the builtins module "__builtin__".
 _ALLOWED.update({("__builtin__", name): obj for (mod, name), obj in list(_ALLOWED.items()) if mod == "builtins"})
 
