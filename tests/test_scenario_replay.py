@@ -89,3 +89,21 @@ def test_unsafe_pickles_are_refused_before_metadrive_loads_them(tmp_path):
         pickle.dump({"id": "x", "metadata": Exploit()}, f)
     with pytest.raises(LogError, match=victim.name):
         replay_evaluate(lane_keeper, folder)
+
+
+def test_metadrive_never_unpickles_a_file_and_one_scenario_file_replays(tmp_path, monkeypatch):
+    folder = make_scenarionet(tmp_path / "sn", n_scenarios=1)
+    scenario = next(p for p in folder.glob("*.pkl") if p.name.startswith("sd_"))
+    from_folder = replay_evaluate(lane_keeper, folder, max_steps=20)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("plain pickle was called on a scenario file")
+
+    monkeypatch.setattr(pickle, "load", refuse)  # MetaDrive's reader: pickle.load(open(file))
+    monkeypatch.setattr(pickle, "loads", refuse)
+    for p in folder.glob("dataset_*.pkl"):
+        p.unlink()  # the single file alone, without the dataset index files
+    from_file = replay_evaluate(lane_keeper, scenario, max_steps=20)
+    assert from_file[0].steps == from_folder[0].steps == 20
+    assert from_file[0].ade_m == pytest.approx(from_folder[0].ade_m, abs=1e-6)
+    assert from_file[0].route_completion > 0.0

@@ -5,11 +5,14 @@ state; every other agent replays its logged trajectory (``reactive_traffic=False
 is how a policy trained on Waymo / nuPlan / nuScenes / Argoverse pairs is checked in closed
 loop on the very scenarios those pairs came from.
 
-Safety first: MetaDrive loads scenario files with plain ``pickle``, which runs code. Every
-file of the folder (and the two index files) is loaded once with the project's restricted
-unpickler (:mod:`drive_drail.logs.safe_pickle`, via the ScenarioNet reader) BEFORE
-MetaDrive sees the folder; a file holding anything but numpy arrays and builtin
-containers raises :class:`drive_drail.logs.base.LogError` naming it.
+Safety first: MetaDrive loads scenario files with plain ``pickle``, which runs code. So
+MetaDrive never opens a file here: every scenario (and the folder's index files, where it
+has them) is loaded once with the project's restricted unpickler
+(:mod:`drive_drail.logs.safe_pickle`, via the ScenarioNet reader), and the loaded dicts are
+handed to ScenarioEnv through MetaDrive's online data manager (:class:`PreloadedScenarioEnv`).
+A file holding anything but numpy arrays and builtin containers raises
+:class:`drive_drail.logs.base.LogError` naming it. A single scenario ``.pkl`` replays as well
+as a dataset folder.
 
 Observation and action are the spec's, as everywhere:
 
@@ -32,6 +35,7 @@ distance to the logged ego trajectory (ADE / FDE over the steps driven).
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from dataclasses import asdict, dataclass
@@ -43,7 +47,7 @@ import numpy as np
 from drive_drail import spec
 from drive_drail.logs.base import LogError
 from drive_drail.logs.safe_pickle import safe_load
-from drive_drail.logs.scenarionet import MAPPING_FILE, SUMMARY_FILE, build_lane_map, lane_context, scenario_files
+from drive_drail.logs.scenarionet import build_lane_map, lane_context, scenario_files
 from drive_drail.sim.metadrive import NullObservation, VehicleLimits, check_engine_free, physical_to_metadrive
 from drive_drail.sim.rows import scene_from_rows
 from drive_drail.sim.metadrive.assets import state_only_engine
@@ -77,9 +81,8 @@ class ReplayMetrics:
 
 
 def _check_folder(folder: Path) -> list[dict]:
-    """Load every scenario with the restricted unpickler (raises LogError); returns the scenario dicts."""
-    if not (folder / SUMMARY_FILE).is_file() or not (folder / MAPPING_FILE).is_file():
-        raise LogError(folder, f"not a ScenarioNet dataset folder (needs {SUMMARY_FILE} and {MAPPING_FILE})")
+    """Load every scenario of a folder (or one scenario file) with the restricted unpickler (raises
+    LogError); returns ``[{"path", "sd"}]``, the scenario dicts in dataset order."""
     scenarios = []
     for path in scenario_files(folder):
         sd = safe_load(path)
@@ -91,9 +94,49 @@ def _check_folder(folder: Path) -> list[dict]:
     return scenarios
 
 
-def _scenario_env_config(folder: Path, n: int) -> dict:
+def preloaded_scenario_env_class():
+    """:class:`PreloadedScenarioEnv`, built on first use (importing MetaDrive is slow)."""
+    from metadrive.envs import ScenarioEnv
+    from metadrive.envs.base_env import BaseEnv
+    from metadrive.manager.scenario_curriculum_manager import ScenarioCurriculumManager
+    from metadrive.manager.scenario_data_manager import ScenarioOnlineDataManager
+    from metadrive.manager.scenario_light_manager import ScenarioLightManager
+    from metadrive.manager.scenario_map_manager import ScenarioMapManager
+    from metadrive.manager.scenario_traffic_manager import ScenarioTrafficManager
+    from metadrive.scenario.scenario_description import ScenarioDescription
+
+    class PreloadedScenarioEnv(ScenarioEnv):
+        """ScenarioEnv fed scenario dicts that were loaded safely: ``set_scenario(sd)`` before each reset.
+
+        ScenarioEnv's own data manager reads ``data_directory`` with plain ``pickle`` (its dataset
+        index when it starts, each scenario at reset); MetaDrive's online data manager takes the
+        data from the caller instead. ``ScenarioOnlineEnv`` would still build the reading manager
+        first, so this registers the managers of ``ScenarioEnv.setup_engine`` with the online one.
+        """
+
+        def __init__(self, config: dict):
+            super().__init__(config)
+            self.lazy_init()  # the engine (and its data manager) exist before the first set_scenario
+
+        def setup_engine(self) -> None:
+            BaseEnv.setup_engine(self)
+            self.engine.register_manager("data_manager", ScenarioOnlineDataManager())
+            self.engine.register_manager("map_manager", ScenarioMapManager())
+            if not self.config["no_traffic"]:
+                self.engine.register_manager("traffic_manager", ScenarioTrafficManager())
+            if not self.config["no_light"]:
+                self.engine.register_manager("light_manager", ScenarioLightManager())
+            self.engine.register_manager("curriculum_manager", ScenarioCurriculumManager())
+
+        def set_scenario(self, sd: dict) -> None:
+            # A deep copy: MetaDrive re-centres the scenario in place, and the caller reads the log after.
+            self.engine.data_manager.set_scenario(ScenarioDescription(copy.deepcopy(sd)))
+
+    return PreloadedScenarioEnv
+
+
+def _scenario_env_config(n: int) -> dict:
     return {
-        "data_directory": str(folder),
         "num_scenarios": n,
         "start_scenario_index": 0,
         "sequential_seed": True,
@@ -169,11 +212,9 @@ def replay_evaluate(
         if not 0 <= i < len(loaded):
             raise ValueError(f"scenario index {i} out of range: {folder} holds {len(loaded)} scenarios")
 
-    from metadrive.envs import ScenarioEnv
-
     check_engine_free(None)  # one MetaDrive engine per process: refuse clearly if an adapter holds it
     with state_only_engine():
-        env = ScenarioEnv(_scenario_env_config(folder, len(loaded)))
+        env = preloaded_scenario_env_class()(_scenario_env_config(len(loaded)))
     results = []
     from tqdm import tqdm
 
@@ -184,6 +225,7 @@ def replay_evaluate(
             log_xy = np.asarray(sdc["position"], dtype=np.float64)[:, :2]
             log_valid = np.asarray(sdc["valid"], dtype=bool)
             lane_map = build_lane_map(sd.get("map_features", {}), path)
+            env.set_scenario(sd)
             with state_only_engine():
                 env.reset(seed=i)
             ego = env.agent
