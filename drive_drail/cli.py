@@ -168,7 +168,7 @@ def _cmd_report(args: argparse.Namespace) -> None:
     from drive_drail.evaluate.report import write_report
 
     _output_folder(args.output)
-    print(write_report(args.results, args.output, training_logs=args.training_logs))
+    print(write_report(args.results, args.output, training_logs=args.training_logs, progress=not args.quiet))
 
 
 def _cmd_scenarios(args: argparse.Namespace) -> None:
@@ -294,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results", nargs="+", help="results folders or files")
     p.add_argument("-o", "--output", required=True, help="report folder")
     p.add_argument("--training-logs", nargs="*", default=None, help="run folders whose metrics.csv become learning curves")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("export", help="export a trained policy to ONNX (and a TensorRT engine where possible)",

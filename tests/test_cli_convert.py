@@ -10,6 +10,7 @@ from drive_drail import spec
 from drive_drail.pairs.storage import read_pairs
 
 from log_factories import make_highd, make_ngsim, make_scenarionet
+from terminal import stderr_on_a_terminal
 
 
 def run_cli(*args):
@@ -36,29 +37,9 @@ def test_convert_each_format_writes_pairs_and_summary(tmp_path, fmt):
 
 def test_convert_shows_its_stages_on_a_terminal(tmp_path):
     """On a terminal a bar names each stage; piped (above), stderr holds nothing but errors."""
-    import fcntl
-    import os
-    import pty
-    import struct
-    import termios
-
     src = make_highd(tmp_path / "highd").tracks
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a 0-column terminal draws no bar
-    proc = subprocess.Popen([sys.executable, "-m", "drive_drail.cli", "convert", str(src), "-o", str(tmp_path / "p.parquet")],
-                            stdout=subprocess.DEVNULL, stderr=slave, stdin=subprocess.DEVNULL)
-    os.close(slave)
-    seen = b""
-    while True:
-        try:
-            chunk = os.read(master, 4096)
-        except OSError:  # the child closed the terminal
-            break
-        if not chunk:
-            break
-        seen += chunk
-    assert proc.wait(timeout=120) == 0
-    text = seen.decode(errors="replace")
+    rc, text = stderr_on_a_terminal([sys.executable, "-m", "drive_drail.cli", "convert", str(src), "-o", str(tmp_path / "p.parquet")])
+    assert rc == 0
     assert "3/3" in text and "write p.parquet" in text and "stage" in text
 
 

@@ -155,3 +155,16 @@ def test_hostile_names_stay_inside_the_report_and_are_escaped_in_both_pages(tmp_
     assert not any(p.name.startswith(".") for p in (report / "assets").iterdir())
     for page in (path.read_text(), (report / "report.md").read_text()):
         assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+
+
+def test_report_shows_its_progress_on_a_terminal_and_is_quiet_when_asked(tmp_path, results_dir):
+    import sys
+
+    from terminal import stderr_on_a_terminal
+
+    base = [sys.executable, "-m", "drive_drail.cli", "report", str(results_dir)]
+    rc, text = stderr_on_a_terminal(base + ["-o", str(tmp_path / "r1")])
+    assert rc == 0 and "report" in text and "2/2" in text and "scenario" in text  # stop and lane_change
+    rc, text = stderr_on_a_terminal(base + ["-o", str(tmp_path / "r2"), "--quiet"])
+    assert rc == 0 and "2/2" not in text
+    assert (tmp_path / "r2" / "report.html").is_file()

@@ -487,6 +487,7 @@ def write_report(
     training_logs: Sequence[str | Path] | None = None,
     config: ReportConfig | None = None,
     command: str | None = None,
+    progress: bool = False,
 ) -> Path:
     """Write ``OUT/report.html`` (self-contained) and ``OUT/report.md`` (+ ``OUT/assets/``); return the HTML path.
 
@@ -494,6 +495,7 @@ def write_report(
         results_paths: results folders (``results.parquet``) or table files.
         out_dir: report folder (created).
         training_logs: training run folders or ``metrics.csv`` files for learning curves.
+        progress: a bar over the scenarios on a terminal (replaying their GIF episodes is the slow part).
         config: what to include (see :class:`ReportConfig`).
         command: the command that made the report (default: this process's arguments).
     """
@@ -539,7 +541,9 @@ def write_report(
     for t in summary_tables(agg, policies, scenarios, "success"):
         add_table(t)
 
-    for sc in scenarios:
+    from tqdm import tqdm
+
+    for sc in tqdm(scenarios, desc="report", unit="scenario", disable=None if progress else True):  # None: TTY only
         section(f"Scenario: {sc}")
         add_table(scenario_table(agg, sc, policies, METRIC_COLUMNS))
         bars = metric_bars(agg, sc, policies)
