@@ -41,7 +41,7 @@ from typing import Any, Callable
 import numpy as np
 import yaml
 
-from drive_drail.errors import LogError
+from drive_drail.errors import UserError
 
 SIMULATORS = ("highway", "metadrive")
 TASKS = ("lane_change", "merge", "stop")
@@ -53,13 +53,12 @@ SCENARIO_DIR_ENV = "DRIVE_DRAIL_SCENARIO_DIR"
 """Environment variable that points at a folder of scenario files (checked first)."""
 
 
-class ScenarioError(LogError):
+class ScenarioError(UserError, ValueError):
     """A user-facing problem with a scenario file: one line naming the file and the key."""
 
     def __init__(self, path: str | Path, message: str, key: str | None = None):
-        ValueError.__init__(self, f"{path}: key '{key}': {message}" if key else f"{path}: {message}")
-        self.path, self.column, self.row, self.detail = str(path), key, None, message
-        self.key = key
+        self.path, self.key, self.detail = str(path), key, message
+        super().__init__(f"{path}: key '{key}': {message}" if key else f"{path}: {message}")
 
 
 # --------------------------------------------------------------------------------------

@@ -64,7 +64,8 @@ class HighwayExpert:
     """Bumper gap kept to the end of the acceleration lane [m] (room to steer out from a standstill)."""
 
     def __post_init__(self) -> None:
-        assert self.lane_policy in LANE_POLICIES, self.lane_policy
+        if self.lane_policy not in LANE_POLICIES:
+            raise ValueError(f"lane_policy {self.lane_policy!r}: not one of {', '.join(LANE_POLICIES)}")
         self._shadow: _ShadowDriver | None = None
         self._road = None
 

@@ -1,9 +1,10 @@
-"""Simulator adapters: the only place simulator packages are imported.
+"""Simulator adapters: where the simulators are driven (the scripted experts in ``experts/`` also
+import them, to read the road they drive on).
 
 :func:`make_env` dispatches on ``scenario.simulator`` to the adapter module registered
 in :data:`ADAPTERS` and imports it lazily, so ``import drive_drail.sim`` pulls in no
 simulator. A new simulator adds one entry whose module defines
-``make_env(scenario, seed, split)`` returning a :class:`drive_drail.sim.base.DrivingEnv`.
+``make_env(scenario, seed, split)`` returning a :class:`drive_drail.sim.base.SpecAdapter`.
 """
 
 from __future__ import annotations

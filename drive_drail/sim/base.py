@@ -10,7 +10,7 @@ logs read the same fields from either simulator.
 
 from __future__ import annotations
 
-from typing import ClassVar, Protocol
+from typing import ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -26,23 +26,6 @@ INFO_ROUTE_COMPLETION = "route_completion"  # fraction of the route driven, in [
 INFO_SPEED_MPS = "speed_mps"
 INFO_LANE_INDEX = "lane_index"
 INFO_TIME_S = "time_s"
-
-
-class DrivingEnv(Protocol):
-    """The adapter interface (a gymnasium.Env with these extras)."""
-
-    observation_space: gym.spaces.Box
-    action_space: gym.spaces.Box
-
-    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple: ...
-
-    def step(self, action_unit) -> tuple: ...
-
-    def scene(self) -> spec.Scene:
-        """The current scene snapshot (the observation is ``spec.observe(self.scene())``)."""
-        ...
-
-    def close(self) -> None: ...
 
 
 class SpecAdapter(gym.Env):

@@ -222,8 +222,10 @@ class HighwayAdapter(base.SpecAdapter):
         config = _highway_config(scenario, split)
         self._hw: AbstractEnv = gym.make(scenario.env_id, config=config, render_mode=None, disable_env_checker=True).unwrapped
         action_type = self._hw.action_type
-        assert tuple(action_type.acceleration_range) == spec.ACCEL_RANGE_MPS2
-        assert tuple(action_type.steering_range) == spec.STEER_RANGE_RAD
+        ranges = (tuple(action_type.acceleration_range), tuple(action_type.steering_range))
+        if ranges != (spec.ACCEL_RANGE_MPS2, spec.STEER_RANGE_RAD):  # the spec's action map is highway-env's ContinuousAction's
+            raise RuntimeError(f"highway-env's ContinuousAction ranges {ranges} are not the spec's "
+                               f"{(spec.ACCEL_RANGE_MPS2, spec.STEER_RANGE_RAD)}: an unsupported highway-env version?")
         self.on_ramp_lanes = tuple(getattr(self._hw, "ON_RAMP_LANES", ()))
 
         self._seed_order = scenario.seed_order(split, seed)

@@ -212,7 +212,8 @@ def collect_rollout(model: PPO, env, n_steps: int, key: tuple[int, ...]) -> Segm
     does. Returns the merged segment, whose episode ends the relabelling needs.
     """
     buf = model.rollout_buffer
-    assert buf.buffer_size == n_steps, "the rollout buffer was built for another rollout length"
+    if buf.buffer_size != n_steps:
+        raise ValueError(f"the rollout buffer holds {buf.buffer_size} steps per env, the rollout asks for {n_steps}")
     policy = model.policy
     policy.set_training_mode(False)
     buf.reset()

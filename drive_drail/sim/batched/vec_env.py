@@ -178,9 +178,3 @@ def make_batched_vec_env(
     sc = load_scenario(scenario) if isinstance(scenario, str) else scenario
     env = BatchedHighwayEnv(sc, n_envs, split="train", seed_offset=seed, device=device)
     return BatchedSB3VecEnv(env, obs_mean, obs_std)
-
-
-def make_batched_vector_env(scenario: Scenario | str, num_envs: int, split: str = "train", seed_offset: int = 0, device: str = "cpu") -> BatchedVectorEnv:
-    """gymnasium ``VectorEnv`` on the batched simulator for one scenario split."""
-    sc = load_scenario(scenario) if isinstance(scenario, str) else scenario
-    return BatchedVectorEnv(BatchedHighwayEnv(sc, num_envs, split=split, seed_offset=seed_offset, device=device))
