@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from drive_drail import spec
+from drive_drail.errors import ArgumentError
 from drive_drail.models.policy import DeterministicActor
 from drive_drail.pairs.convert import ConvertConfig, convert_file
 from drive_drail.record import record_episodes
@@ -368,3 +369,9 @@ def test_demos_without_the_scenarios_manoeuvre_warn_in_one_line(stop_demos):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_demos(stop_demos, None, 5.0, 0.5, scenario_task="stop")  # the stop demos do stop
+
+
+def test_a_saved_config_with_an_unknown_setting_is_refused_by_name():
+    saved = {**TrainConfig(scenario="stop", demos="p.parquet").to_dict(), "learnin_rate": 1e-4}
+    with pytest.raises(ArgumentError, match=r"unknown training setting .learnin_rate.*learning_rate"):
+        TrainConfig.from_dict(saved)

@@ -152,8 +152,16 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
+        """A saved configuration (a checkpoint's or ``config.json``). An unknown key is refused, not dropped:
+        the run it describes was trained with a setting this version cannot reproduce."""
         known = {f.name for f in fields(cls)}
-        kwargs = {k: v for k, v in data.items() if k in known}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            from drive_drail.errors import ArgumentError
+            from drive_drail.scenario import did_you_mean
+
+            raise ArgumentError(f"unknown training setting {', '.join(map(repr, unknown))}{did_you_mean(unknown[0], sorted(known))}")
+        kwargs = dict(data)
         # a run saved before a field existed was trained with that field's old behaviour, not today's default
         kwargs.setdefault("label_injection", "input")
         kwargs.setdefault("reward_norm", False)
