@@ -143,7 +143,7 @@ def _map_ray(fn: Callable[[T], R], tasks: list[T], address: str | None, progress
     try:
         import ray
     except ImportError:
-        raise RuntimeError(f"the Ray backend needs Ray: pip install ray=={RAY_VERSION}") from None
+        raise RuntimeError(f"the Ray backend needs Ray: pip install 'drive-drail[ray]' (ray=={RAY_VERSION})") from None
     if not ray.is_initialized():
         ray.init(
             address=None if address in (None, "", "local") else address,
