@@ -202,9 +202,10 @@ def markdown(results: dict) -> str:
     lines = ["# Learning results (spec v2; reward normalisation on, observation std floor 0.5)", "",
              "Success rate pooled over seeds with its Wilson 95% interval [lo, hi]; the per-seed rates follow in",
              "parentheses. `batched eval`: held-out seeds in the batched simulator started from highway-env's own",
-             "scenes; `highway-env`: the same first held-out seeds played in highway-env itself; split columns: the",
-             "scenario file's generalization splits, from highway-env's starts. Every learner of a scenario has the",
-             "same env-step budget; BC uses none.", ""]
+             "scenes; `highway-env` / `MetaDrive`: the first held-out seeds played in the scenario's own simulator;",
+             "split columns: the scenario file's generalization splits, from highway-env's starts; `in X (cross-sim)`:",
+             "the same policy files scored on scenario X of the other simulator (highway-env's: in the batched",
+             "simulator from its starts). Every learner of a scenario has the same env-step budget; BC uses none.", ""]
     for name, entry in results["scenarios"].items():
         b = entry["budget"]
         lines += [f"## {name}", "", f"Command: `{entry['command']}`  ", f"Wall time: {entry['wall_time_s'] / 60:.1f} min "
