@@ -103,14 +103,18 @@ def test_representatives_prefer_the_trained_policy_and_the_median_episode():
     assert reps["failure"]["route_completion"] == pytest.approx(0.7)
 
 
-def test_report_replays_a_success_and_a_failure_as_gifs(tmp_path):
-    stop = load_scenario("stop")
-    table = evaluate(["expert", "constant"], [stop], episodes=1, split="eval", workers=1, reference=False)
+def expert_and_constant_report(tmp_path, scenario: str, frame_every: int) -> str:
+    """The report page of one held-out episode each of the expert (a success) and the constant policy (a failure)."""
+    table = evaluate(["expert", "constant"], [load_scenario(scenario)], episodes=1, split="eval", workers=1, reference=False)
     write_results(table, tmp_path / "results")
-    path = write_report([tmp_path / "results"], tmp_path / "report", config=ReportConfig(frame_every=3))
-    page = path.read_text()
-    assert page.count("data:image/gif;base64,") == 2
+    page = write_report([tmp_path / "results"], tmp_path / "report", config=ReportConfig(frame_every=frame_every)).read_text()
+    assert page.count("data:image/gif;base64,") == 2 and "not rendered" not in page
     assert "replay differs" not in page
+    return page
+
+
+def test_report_replays_a_success_and_a_failure_as_gifs(tmp_path):
+    page = expert_and_constant_report(tmp_path, "stop", frame_every=3)
     for outcome in ("success", "failure"):
         gif = PILImage.open(tmp_path / "report" / "assets" / f"stop_{outcome}.gif")
         assert gif.format == "GIF" and gif.n_frames > 5
@@ -123,13 +127,7 @@ def test_report_replays_a_success_and_a_failure_as_gifs(tmp_path):
 def test_metadrive_episodes_are_replayed_as_top_down_gifs_without_assets(tmp_path):
     from drive_drail.sim import topdown
 
-    stop = load_scenario("metadrive_stop")
-    table = evaluate(["expert", "constant"], [stop], episodes=1, split="eval", workers=1, reference=False)
-    write_results(table, tmp_path / "results")
-    path = write_report([tmp_path / "results"], tmp_path / "report", config=ReportConfig(frame_every=5))
-    page = path.read_text()
-    assert page.count("data:image/gif;base64,") == 2 and "not rendered" not in page
-    assert "replay differs" not in page
+    expert_and_constant_report(tmp_path, "metadrive_stop", frame_every=5)
     for outcome in ("success", "failure"):
         gif = PILImage.open(tmp_path / "report" / "assets" / f"metadrive_stop_{outcome}.gif")
         # The expert drives up to the stalled car; the constant policy stands still in an empty view, and
