@@ -78,8 +78,10 @@ def test_exported_dataset_reads_and_converts_to_pairs(exported):
     tracks = log.tracks
     assert tracks.scene_id.nunique() == 2
     assert log.frame_rate_hz == pytest.approx(10.0)
-    ego = tracks[tracks.track_id == tracks.groupby("scene_id").track_id.transform("min")]
-    assert (ego.groupby("scene_id").x_m.agg(lambda x: x.max() - x.min()) > 5.0).all()  # the ego drove
+    sdc = log.extra["sdc_track_ids"]  # scene -> the track id of the self-driving car (MetaDrive's ego)
+    for scene, ego in tracks.groupby("scene_id"):
+        ego = ego[ego.track_id.isin(sdc[scene])].sort_values("frame")
+        assert np.hypot(*(ego[["x_m", "y_m"]].iloc[-1] - ego[["x_m", "y_m"]].iloc[0])) > 5.0  # the ego drove
     pairs = convert(log, ConvertConfig(action_hz=5.0, egos="all"))
     assert len(pairs) > 0
     assert np.isfinite(pairs[["accel_mps2", "steer_rad"]].to_numpy()).all()
