@@ -109,12 +109,12 @@ def run_scenario(args, name: str) -> dict:
             for config, wall_s in zip(todo, pool.map(timed_train, todo)):
                 write_json(Path(config.out) / "wall_time.json", {"train_s": wall_s})
         actors = {f"{algo}-s{seed}": DeterministicActor.load(run_dir / "actor.pt") for (algo, seed), run_dir in runs.items()}
+        acts = {label: actor.act for label, actor in actors.items()}  # the scripted expert drives its own simulator only
 
         # Held-out and generalization scenes in the batched simulator, from highway-env's starts.
         batched: dict = {}
         if in_batched:
             held_out = list(scenario.eval_seeds[: args.scenes])
-            acts = {label: actor.act for label, actor in actors.items()}  # the scripted expert drives highway-env only
             batched["eval"] = score_policies_in_batched_sim(scenario, acts, held_out, highway_starts=True)
             for split in scenario.splits if args.split_scenes else []:
                 batched[split] = score_policies_in_batched_sim(scenario, acts, held_out[: args.split_scenes], highway_starts=True, split=split)
@@ -130,8 +130,7 @@ def run_scenario(args, name: str) -> dict:
         crossed: dict[str, dict] = {}
         for other in cross:
             if other.simulator == "highway":  # highway-env's held-out starts, played in the batched simulator
-                scored = score_policies_in_batched_sim(other, {label: actor.act for label, actor in actors.items()},
-                                                       list(other.eval_seeds[: args.scenes]), highway_starts=True)
+                scored = score_policies_in_batched_sim(other, acts, list(other.eval_seeds[: args.scenes]), highway_starts=True)
                 crossed[other.name] = {label: {"success": r["success"]} for label, r in scored.items()}
             else:
                 cross_table = evaluate(specs, other, episodes=args.eval_episodes, split="eval", workers=2, reference=False)
