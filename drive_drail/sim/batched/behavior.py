@@ -207,13 +207,13 @@ def mobil(st: VehicleState, lanes: LaneTable, b: torch.Tensor, me: torch.Tensor,
     No vehicle here has a route, so highway-env's route branch never applies.
     """
     delta = _at(st.delta, b, me)
-    new_following_a = idm_acceleration(st, lanes, b, new.rear, new.front, delta)
-    new_following_pred_a = idm_acceleration(st, lanes, b, new.rear, me, delta)
+    # The six accelerations of Eq. M1-M2 as one [6K] IDM call, (ego, front) per block: at B = 128 a step
+    # costs its number of small tensor ops, not their size.
+    egos = torch.cat([new.rear, new.rear, me, me, old.rear, old.rear])
+    fronts = torch.cat([new.front, me, new.front, old.front, me, old.front])
+    accs = idm_acceleration(st, lanes, b.repeat(6), egos, fronts, delta.repeat(6)).view(6, -1)
+    new_following_a, new_following_pred_a, self_pred_a, self_a, old_following_a, old_following_pred_a = accs
     safe = ~(new_following_pred_a < -LANE_CHANGE_MAX_BRAKING_IMPOSED_MPS2)  # Eq. M1
-    self_pred_a = idm_acceleration(st, lanes, b, me, new.front, delta)
-    self_a = idm_acceleration(st, lanes, b, me, old.front, delta)
-    old_following_a = idm_acceleration(st, lanes, b, old.rear, me, delta)
-    old_following_pred_a = idm_acceleration(st, lanes, b, old.rear, old.front, delta)
     jerk = self_pred_a - self_a + POLITENESS * (new_following_pred_a - new_following_a + old_following_pred_a - old_following_a)  # Eq. M2
     return safe & ~(jerk < LANE_CHANGE_MIN_ACC_GAIN_MPS2)
 
@@ -292,12 +292,15 @@ def decide(st: VehicleState, lanes: LaneTable) -> None:
         lane_k = lane[bk, mk]
         flat = bk * n + mk
         old = Neighbours(on_lane.front[flat], on_lane.rear[flat])
-        choice = target[bk, mk]
-        for side in (lanes.left[lane_k], lanes.right[lane_k]):  # left first, right last (right wins)
-            new = neighbours(proj, bk, mk, side.clamp(min=0))
-            go = reachable(st, lanes, bk, mk, side) & mobil(st, lanes, bk, mk, new, old)
-            choice = torch.where(go, side, choice)
-        target[bk, mk] = choice
+        # Both sides in one pass of [2K] rows: left first, right last (right wins).
+        sides = torch.cat([lanes.left[lane_k], lanes.right[lane_k]])
+        b2, m2 = bk.repeat(2), mk.repeat(2)
+        new = neighbours(proj, b2, m2, sides.clamp(min=0))
+        old2 = Neighbours(old.front.repeat(2), old.rear.repeat(2))
+        go_left, go_right = (reachable(st, lanes, b2, m2, sides) & mobil(st, lanes, b2, m2, new, old2)).view(2, -1)
+        left, right = sides.view(2, -1)
+        choice = torch.where(go_left, left, target[bk, mk])
+        target[bk, mk] = torch.where(go_right, right, choice)
 
     bk, mk = torch.nonzero(policy & changing & (lanes.edge[lane] == lanes.edge[target]), as_tuple=True)
     if len(bk):
