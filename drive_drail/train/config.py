@@ -8,6 +8,33 @@ from dataclasses import asdict, dataclass, fields
 ALGOS = ("drail", "drail-un", "gail", "diffail", "bc")
 
 
+def idle_cores(sample_s: float = 0.25) -> int:
+    """Cores not busy over a ``sample_s`` window (Linux ``/proc/stat``), at least 1; every core elsewhere.
+
+    OpenMP threads wait for each other at every parallel op, so one thread on a core that another
+    process holds stalls all of them: a busy core is better left out than shared.
+    """
+    import time
+
+    cores = os.cpu_count() or 1
+
+    def times() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+        return sum(values), values[3] + values[4]  # total, idle + iowait (in clock ticks)
+
+    try:
+        total0, idle0 = times()
+        time.sleep(sample_s)
+        total1, idle1 = times()
+    except (OSError, ValueError, IndexError):
+        return cores
+    if total1 <= total0:
+        return cores
+    busy = cores * (1 - (idle1 - idle0) / (total1 - total0))
+    return max(1, min(cores, cores - round(busy)))
+
+
 @dataclass
 class TrainConfig:
     scenario: str = "lane_change"
@@ -99,17 +126,17 @@ class TrainConfig:
     bc_lr: float = 1e-3
 
     torch_threads: int = 0
-    """torch threads in the learner process; 0 = one per core. The learner runs while the
-    simulator workers wait for the next policy (and acts with numpy), so it can use every core;
-    give 1 when several runs share the machine."""
+    """torch threads in the learner process; 0 = one per core that is idle when training starts
+    (at least 1). Two threads on a core another process keeps busy run slower than one
+    (benchmarks/results/training_threads.json); give 1 when several runs share the machine."""
 
     checkpoint_interval_s: float = 30.0
     """Checkpoint after the first iteration that ends this many seconds after the last checkpoint,
     and after the last iteration; 0 = after every iteration. A killed run loses at most this much."""
 
     def learner_threads(self) -> int:
-        """The torch threads the learner uses: ``torch_threads``, or one per core when it is 0."""
-        return self.torch_threads or os.cpu_count() or 1
+        """The torch threads the learner uses: ``torch_threads``, or one per idle core when it is 0."""
+        return self.torch_threads or idle_cores()
 
     def validate(self) -> None:
         from drive_drail.errors import UserError

@@ -65,6 +65,24 @@ class ActorSnapshot:
         return mean + self.std * rng.standard_normal(mean.shape, dtype=np.float32)
 
 
+_BLAS = None
+
+
+def single_threaded_blas():
+    """numpy's BLAS held to one thread while the actor's small matmuls run between simulator steps.
+
+    Its idle threads spin, and next to torch's own OpenMP threads (the learner's, or the in-process
+    batched simulator's) they slowed a rollout on 2 cores about 4x (benchmarks/trainer_overhead.py).
+    torch's thread pool is left as it is.
+    """
+    global _BLAS
+    if _BLAS is None:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS = ThreadpoolController()
+    return _BLAS.limit(limits=1, user_api="blas")
+
+
 class EpisodeLedger:
     """What the relabelling step needs from a rollout: where episodes ended, and how.
 
@@ -190,10 +208,11 @@ class SegmentRunner(VecEnvWrapper):
         low, high = self.action_space.low, self.action_space.high
         self.ledger.start_rollout()
         self._step = 0
-        for t in range(n_steps):
-            obs[t], starts[t] = self.obs, self.episode_starts
-            actions[t] = actor.sample(self.obs, rng)
-            self.step(np.clip(actions[t], low, high))
+        with single_threaded_blas():
+            for t in range(n_steps):
+                obs[t], starts[t] = self.obs, self.episode_starts
+                actions[t] = actor.sample(self.obs, rng)
+                self.step(np.clip(actions[t], low, high))
         ledger = self.ledger
         return Segment(obs, actions, starts, np.asarray(self.obs, np.float32), self.episode_starts.copy(),
                        ledger.truncated, ledger.terminated, ledger.episodes)
