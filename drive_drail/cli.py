@@ -123,7 +123,14 @@ def _cmd_export(args: argparse.Namespace) -> None:
     from drive_drail.deploy.export import export_policy, summary_lines
 
     _output_folder(args.output)
-    parity = np.load(args.parity_obs, allow_pickle=False) if args.parity_obs else None
+    parity = None
+    if args.parity_obs:
+        try:
+            parity = np.load(args.parity_obs, allow_pickle=False)
+        except (ValueError, EOFError, OSError) as exc:
+            if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
+                raise
+            raise UserError(f"{args.parity_obs}: not a numpy .npy array of observations ({type(exc).__name__})") from None
     manifest = export_policy(args.checkpoint, args.output, precision=args.precision, batch=args.batch, parity_obs=parity)
     print("\n".join(summary_lines(manifest, args.output)))
 
@@ -260,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", "--out", dest="out", help="run folder (default runs/SCENARIO-ALGO-sSEED)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--torch-threads", type=int,
-                   help=f"learner torch threads (default {d.torch_threads}: one per core; 1 when runs share the machine)")
+                   help=f"learner torch threads (default {d.torch_threads}: one per idle core; 1 when runs share the machine)")
     p.add_argument("--checkpoint-interval-s", type=float,
                    help=f"seconds between checkpoints (default {d.checkpoint_interval_s:g}; the last iteration is always saved; 0: every iteration)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -298,7 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("export", help="export a trained policy to ONNX (and a TensorRT engine where possible)",
-                       description="Write policy.onnx + manifest.json (+ a TensorRT engine when TensorRT and a GPU are present).")
+                       description="Write policy.onnx + manifest.json (+ a TensorRT engine when TensorRT and a GPU are present). "
+                                   "With $DRIVE_DRAIL_SIGNING_KEY set, also manifest.sig (HMAC-SHA256 of manifest.json); "
+                                   "loaders with the key set refuse exports whose signature is missing or wrong.")
     p.add_argument("checkpoint", help="run folder, checkpoint folder or actor.pt")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32", help="graph precision (default fp32)")
@@ -327,6 +336,18 @@ def _one_line_warnings() -> None:
     warnings.formatwarning = formatwarning
 
 
+MAX_MESSAGE_CHARS = 600
+"""An error line is cut to this many characters: a crafted input must not print megabytes."""
+
+
+def _error(command: str, message: object) -> None:
+    """``drive-drail CMD: error: MESSAGE`` on stderr, one printable line (control characters escaped)."""
+    text = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in str(message))
+    if len(text) > MAX_MESSAGE_CHARS:
+        text = text[:MAX_MESSAGE_CHARS] + f"... ({len(text) - MAX_MESSAGE_CHARS} more characters)"
+    print(f"drive-drail {command}: error: {text}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     _one_line_warnings()
     parser = build_parser()
@@ -334,23 +355,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except UserError as exc:
-        print(f"drive-drail {args.command}: error: {exc}", file=sys.stderr)
+        _error(args.command, exc)
         return getattr(exc, "exit_code", EXIT_USER_ERROR)
     except KeyboardInterrupt:
         print(f"drive-drail {args.command}: interrupted", file=sys.stderr)
         return 130
     except FileNotFoundError as exc:
-        print(f"drive-drail {args.command}: error: {exc.filename or exc}: no such file", file=sys.stderr)
+        _error(args.command, f"{exc.filename or exc}: no such file")
         return EXIT_USER_ERROR
     except (PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError) as exc:
         reason = {PermissionError: "permission denied", IsADirectoryError: "is a folder, expected a file",
                   NotADirectoryError: "a path component is a file, expected a folder",
                   FileExistsError: "already exists"}[type(exc)]
-        print(f"drive-drail {args.command}: error: {exc.filename or exc}: {reason}", file=sys.stderr)
+        _error(args.command, f"{exc.filename or exc}: {reason}")
         return EXIT_USER_ERROR
     except ModuleNotFoundError as exc:  # an optional dependency (MetaDrive, Ray) that is not installed
-        print(f"drive-drail {args.command}: error: needs the Python package '{exc.name}', which is not installed "
-              f"(see the README's install section)", file=sys.stderr)
+        _error(args.command, f"needs the Python package '{exc.name}', which is not installed (see the README's install section)")
         return EXIT_USER_ERROR
     return 0
 

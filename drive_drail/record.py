@@ -152,7 +152,7 @@ def record_episodes(
     env: RecordableEnv = make_env(scenario, split="train")
     expert = _make_expert(scenario)
     tables, episodes = [], []
-    bar = tqdm(seeds, desc=f"record {scenario.name}", unit="ep", disable=not progress)
+    bar = tqdm(seeds, desc=f"record {scenario.name}", unit="ep", disable=None if progress else True)
     try:
         for scene_id, episode_seed in enumerate(bar):
             recorder = _EpisodeRecorder(scene_id, rate_hz)

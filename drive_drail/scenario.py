@@ -331,6 +331,49 @@ def _check_keys(data: dict, allowed: list[str], source: str, prefix: str) -> Non
             raise ScenarioError(source, f"unknown key{did_you_mean(str(key), allowed)}", key=f"{prefix}{key}")
 
 
+def check_simulator_settings(scenario: "Scenario", known: dict, reserved: dict[str, str], what: str, extra: dict | None = None) -> None:
+    """Every ``env_config`` and split key a setting of the simulator, and of its default's type.
+
+    ``known``: the simulator environment's own default config; ``reserved``: keys the adapter
+    sets itself, with the reason; ``extra``: the adapter's own keys, as ``{key: (default, doc)}``.
+    A default of None takes any value; ints and floats stand for each other, never booleans.
+    """
+    extra = extra or {}
+    for where, overrides in [("env_config", scenario.env_config), *((f"splits.{k}", v) for k, v in scenario.splits.items())]:
+        for key, value in overrides.items():
+            if key in reserved:
+                raise ScenarioError(scenario.source, f"reserved: {reserved[key]}", key=f"{where}.{key}")
+            if key not in known and key not in extra:
+                options = [k for k in [*known, *extra] if k not in reserved]
+                raise ScenarioError(scenario.source, f"not a setting of {what}{did_you_mean(key, options)}", key=f"{where}.{key}")
+            default = known[key] if key in known else extra[key][0]
+            if not _same_kind(value, default):
+                raise ScenarioError(scenario.source, f"expected {_kind(default)} (the default is {str(default)[:40]}), "
+                                                     f"got {str(value)[:40]!r}", key=f"{where}.{key}")
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return {str: "a string", list: "a list", tuple: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)
+
+
+def _same_kind(value: object, default: object) -> bool:
+    if default is None or value is None:
+        return True
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if isinstance(default, (int, float)):
+        return isinstance(value, (int, float))
+    if isinstance(default, (list, tuple)):
+        return isinstance(value, (list, tuple))
+    if isinstance(default, (str, dict)):
+        return isinstance(value, type(default))
+    return True  # an object default (a class, a callable): the simulator checks it
+
+
 def did_you_mean(word: str, options: Any) -> str:
     match = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
     return f" (did you mean '{match[0]}'?)" if match else ""

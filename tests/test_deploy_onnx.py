@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -307,6 +308,55 @@ def test_runtime_refuses_missing_manifest_and_engine_not_built(export_copy):
     (export_copy / "manifest.json").unlink()
     with pytest.raises(ManifestError, match=r"manifest\.json: missing"):
         load_policy(export_copy)
+
+
+@pytest.mark.parametrize("tool, version, needs", [
+    ("onnxruntime", "99.0.0", "at least 99.0"),  # exported (and parity-checked) on a newer runtime
+    ("drive_drail", "7.3.0", "the same major.minor"),
+    ("onnx", "0.1", "the same major"),
+])
+def test_runtime_refuses_tool_versions_outside_the_policy(export_copy, tool, version, needs):
+    versions = json.loads((export_copy / "manifest.json").read_text())["versions"]
+    _edit_manifest(export_copy, versions={**versions, tool: version})
+    with pytest.raises(ManifestError, match=rf"field 'versions\.{tool}' is '{re.escape(version)}'.*needs {needs}"):
+        load_policy(export_copy)
+
+
+def test_runtime_accepts_an_export_from_an_older_onnxruntime(export_copy):
+    versions = json.loads((export_copy / "manifest.json").read_text())["versions"]
+    _edit_manifest(export_copy, versions={**versions, "onnxruntime": "1.0.0"})
+    load_policy(export_copy).act(np.zeros(spec.OBS_DIM, np.float32))
+
+
+@pytest.mark.parametrize("field, value, kind", [("inputs", 5, "array"), ("opset", "18", "integer"), ("versions", [], "object")])
+def test_runtime_names_a_manifest_field_of_the_wrong_type(export_copy, field, value, kind):
+    _edit_manifest(export_copy, **{field: value})
+    with pytest.raises(ManifestError, match=rf"field '{field}' must be a JSON {kind}"):
+        load_policy(export_copy)
+
+
+def test_signed_export_loads_with_its_key_and_a_swapped_artifact_is_refused(actor_dir, fp32_export, fp16_export, tmp_path, monkeypatch):
+    """The sha256 list is rewritten along with a swapped ONNX; only the signature catches it."""
+    signed = tmp_path / "signed"
+    export_policy(actor_dir, signed, signing_key=b"vehicle-fleet-key")
+    assert (signed / "manifest.sig").is_file()
+    load_policy(signed, signing_key=b"vehicle-fleet-key").act(np.zeros(spec.OBS_DIM, np.float32))
+    with pytest.raises(ManifestError, match=r"manifest\.sig: the signature does not match"):
+        load_policy(signed, signing_key=b"another-key")
+
+    # Swap in another valid ONNX and rewrite its hash into the manifest, as a tamperer would.
+    shutil.copy(fp16_export[0] / "policy.onnx", signed / "policy.onnx")  # another valid graph
+    manifest = json.loads((signed / "manifest.json").read_text())
+    manifest["artifacts"]["policy.onnx"] = sha256_file(signed / "policy.onnx")
+    (signed / "manifest.json").write_text(json.dumps(manifest))
+    load_policy(signed)  # without a key the hashes agree, and it loads: corruption is caught, not tampering
+    monkeypatch.setenv("DRIVE_DRAIL_SIGNING_KEY", "vehicle-fleet-key")
+    with pytest.raises(ManifestError, match=r"manifest\.sig: the signature does not match"):
+        load_policy(signed)
+    with pytest.raises(ManifestError, match=r"manifest\.sig: missing"):
+        load_policy(fp32_export[0])  # an unsigned export, with a key set
+    with pytest.raises(ManifestError, match=r"carries no signature"):
+        load_policy(actor_dir)
 
 
 # ------------------------------------------------------------------------------ argument errors

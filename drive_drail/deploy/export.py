@@ -40,7 +40,7 @@ from drive_drail import spec
 from drive_drail.atomic import atomic_path, write_text
 from drive_drail.errors import ArgumentError
 from drive_drail.deploy import tensorrt_build as trtb
-from drive_drail.deploy.manifest import MANIFEST_NAME, Manifest, sha256_file
+from drive_drail.deploy.manifest import MANIFEST_NAME, Manifest, sha256_file, signing_key_from_env, verify_signature
 from drive_drail.deploy.onnx_export import OUTPUT_NAMES, PRECISIONS, export_onnx, realistic_observations
 from drive_drail.deploy.runtime import ACTOR_NAME, ONNX_NAME, make_session
 from drive_drail.models.policy import DeterministicActor
@@ -158,6 +158,7 @@ def export_policy(
     batch: str | int = "1",
     parity_obs: np.ndarray | None = None,
     build_engine: bool = True,
+    signing_key: bytes | None = None,
 ) -> Manifest:
     """Export an actor for in-vehicle inference; see the module docstring for the steps.
 
@@ -170,6 +171,8 @@ def export_policy(
         parity_obs: ``[N, OBS_DIM]`` recorded observations for the parity check; ``None``
             draws :data:`N_PARITY_OBS` around the actor's normaliser (recorded in the manifest).
         build_engine: try to build the TensorRT engine here (needs TensorRT and a CUDA GPU).
+        signing_key: sign ``manifest.json`` (``manifest.sig``, HMAC-SHA256); None = the key in
+            ``$DRIVE_DRAIL_SIGNING_KEY``, if set.
 
     Returns:
         The :class:`Manifest` written to ``out_dir/manifest.json``; ``manifest.tensorrt["message"]``
@@ -256,16 +259,20 @@ def export_policy(
         + ([trtb.ENGINE_NAME] if tensorrt["built"] else []),
     )
     manifest.exported_utc = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    manifest.save(out)
+    manifest.save(out, signing_key or signing_key_from_env())
     return manifest
 
 
-def build_engine_in_export(export_dir: str | Path) -> Manifest:
+def build_engine_in_export(export_dir: str | Path, signing_key: bytes | None = None) -> Manifest:
     """On the target: build ``policy.engine`` for an existing export and record it in its manifest.
 
-    Checks the engine against the torch actions stored in ``parity.npz`` at export time.
+    Checks the engine against the torch actions stored in ``parity.npz`` at export time. With a
+    signing key (or ``$DRIVE_DRAIL_SIGNING_KEY``), the export must verify first and is re-signed.
     """
     export_dir = Path(export_dir)
+    signing_key = signing_key or signing_key_from_env()
+    if signing_key:
+        verify_signature(export_dir, signing_key)
     manifest = Manifest.load(export_dir)
     manifest.check_compatible(export_dir)
     manifest.check_artifact(export_dir, ONNX_NAME)
@@ -280,7 +287,7 @@ def build_engine_in_export(export_dir: str | Path) -> Manifest:
     manifest.tensorrt = {**tensorrt, "trtexec": manifest.tensorrt.get("trtexec", "")}
     manifest.parity["tensorrt"] = record
     manifest.artifacts[trtb.ENGINE_NAME] = sha256_file(export_dir / trtb.ENGINE_NAME)
-    manifest.save(export_dir)
+    manifest.save(export_dir, signing_key)
     return manifest
 
 

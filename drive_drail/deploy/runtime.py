@@ -19,9 +19,10 @@ from typing import Protocol
 import numpy as np
 
 from drive_drail import spec
-from drive_drail.deploy.manifest import MANIFEST_NAME, Manifest, ManifestError
+from drive_drail.deploy.manifest import MANIFEST_NAME, Manifest, ManifestError, signing_key_from_env, verify_signature
 from drive_drail.deploy.onnx_export import INPUT_NAME
 from drive_drail.deploy.tensorrt_build import ENGINE_NAME, TensorRTRunner, gpu_record, gpu_status
+from drive_drail.errors import ArgumentError
 
 ONNX_NAME = "policy.onnx"
 ACTOR_NAME = "actor.pt"
@@ -141,10 +142,10 @@ def _export_target(path: Path, backend: str) -> tuple[Path, str]:
         return path.parent, "onnxruntime" if backend == "auto" else backend
     if path.suffix in (".engine", ".plan"):
         return path.parent, "tensorrt" if backend == "auto" else backend
-    raise ValueError(f"{path}: not an actor .pt, a checkpoint folder, an export folder, a .onnx or a .engine")
+    raise ArgumentError(f"{path}: not an actor .pt, a checkpoint folder, an export folder, a .onnx or a .engine")
 
 
-def load_policy(path: str | Path, backend: str = "auto", intra_op_threads: int = 1) -> Policy:
+def load_policy(path: str | Path, backend: str = "auto", intra_op_threads: int = 1, signing_key: bytes | None = None) -> Policy:
     """Load a policy from any artifact the pipeline produces.
 
     Args:
@@ -153,27 +154,36 @@ def load_policy(path: str | Path, backend: str = "auto", intra_op_threads: int =
         backend: ``"auto"`` (torch for actor files, onnxruntime for export folders and .onnx,
             tensorrt for .engine), or one of ``"torch"``, ``"onnxruntime"``, ``"tensorrt"``.
         intra_op_threads: onnxruntime intra-op threads (1 = lowest single-batch latency).
+        signing_key: refuse an export whose ``manifest.sig`` does not verify under this key;
+            None = the key in ``$DRIVE_DRAIL_SIGNING_KEY``, if set (actor ``.pt`` files are never signed,
+            so with a key set only export folders load).
 
     Raises:
         ManifestError: the artifact does not match its manifest (one line: file and field).
-        FileNotFoundError / ValueError: nothing loadable at ``path``.
+        FileNotFoundError / ArgumentError (a ValueError): nothing loadable at ``path``, or a backend it cannot run on.
     """
     if backend not in BACKENDS:
-        raise ValueError(f"backend '{backend}': expected one of {', '.join(BACKENDS)}")
+        raise ArgumentError(f"backend '{backend}': expected one of {', '.join(BACKENDS)}")
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder")
 
+    signing_key = signing_key or signing_key_from_env()
     is_actor_file = path.is_file() and path.suffix == ".pt"
     is_checkpoint = path.is_dir() and (path / ACTOR_NAME).is_file() and not (path / MANIFEST_NAME).is_file()
+    if (is_actor_file or is_checkpoint) and signing_key:
+        raise ManifestError(f"{path}: a signing key is set and an actor file carries no signature; load a signed export")
     if is_actor_file or is_checkpoint:
         if backend not in ("auto", "torch"):
-            raise ValueError(f"{path}: an actor file runs on the torch backend; export it first for '{backend}'")
+            raise ArgumentError(f"{path}: an actor file runs on the torch backend; export it first for '{backend}'")
         return TorchPolicy(path if is_actor_file else path / ACTOR_NAME)
 
     export_dir, backend = _export_target(path, backend)
+    if signing_key:
+        verify_signature(export_dir, signing_key)
     manifest = Manifest.load(export_dir)
     manifest.check_compatible(export_dir)
+    manifest.check_versions(export_dir, backend)
     if int(manifest.inputs[0]["shape"][1]) != spec.OBS_DIM:
         raise ManifestError(
             f"{export_dir / MANIFEST_NAME}: field 'inputs[0].shape' is {manifest.inputs[0]['shape']}, spec OBS_DIM is {spec.OBS_DIM}"
@@ -188,4 +198,4 @@ def load_policy(path: str | Path, backend: str = "auto", intra_op_threads: int =
         engine = manifest.check_artifact(export_dir, ENGINE_NAME)
         _check_engine_matches_here(manifest, export_dir)
         return TensorRTPolicy(engine, manifest)
-    raise ValueError(f"{path}: an export folder runs on onnxruntime or tensorrt, not '{backend}'")
+    raise ArgumentError(f"{path}: an export folder runs on onnxruntime or tensorrt, not '{backend}'")

@@ -101,7 +101,7 @@ def map_tasks(
     workers = max(1, min(workers or default_workers(), len(tasks) or 1))
     if workers == 1:
         with single_threaded():
-            return [fn(t) for t in tqdm(tasks, desc=desc, disable=not progress)]
+            return [fn(t) for t in tqdm(tasks, desc=desc, disable=None if progress else True)]
     # forkserver, not fork: forking this process after torch ran its OpenMP pool can
     # deadlock the child. The fork server is a fresh single-threaded process that imports
     # ``preload`` once; workers fork from it cheaply.
@@ -109,7 +109,7 @@ def map_tasks(
     context.set_forkserver_preload(list(preload))
     try:
         with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker) as pool:
-            return list(tqdm(pool.map(fn, tasks, chunksize=1), total=len(tasks), desc=desc, disable=not progress))
+            return list(tqdm(pool.map(fn, tasks, chunksize=1), total=len(tasks), desc=desc, disable=None if progress else True))
     except BrokenProcessPool:
         main = sys.modules.get("__main__")
         script = getattr(main, "__file__", None)
@@ -156,7 +156,7 @@ def _map_ray(fn: Callable[[T], R], tasks: list[T], address: str | None, progress
     index = {ref: i for i, ref in enumerate(refs)}
     results: list = [None] * len(refs)
     pending = list(refs)
-    with tqdm(total=len(refs), desc=f"{desc} (ray)", disable=not progress) as bar:
+    with tqdm(total=len(refs), desc=f"{desc} (ray)", disable=None if progress else True) as bar:
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             for ref in done:

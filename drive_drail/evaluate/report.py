@@ -569,7 +569,8 @@ def write_report(
 
     def code(text: str) -> None:
         code_html.append(f"<pre>{html.escape(text)}</pre>")
-        code_md.append(f"```\n{text}\n```")
+        fence = "`" * max(3, 1 + max((len(r) for r in re.findall(r"`+", text)), default=0))  # longer than any run inside
+        code_md.append(f"{fence}\n{text}\n{fence}")
 
     lines = [f"report: {command}", f"generated: {datetime.now(timezone.utc).isoformat(timespec='seconds')}"]
     code("\n".join(lines))

@@ -215,7 +215,7 @@ def expert_success_rate(scenario: Scenario, n_episodes: int, split: str = "eval"
     env = HighwayAdapter(scenario, split=split)
     expert = make_expert(scenario.expert, scenario.source)
     finals = []
-    for seed in tqdm(seeds, desc=f"{scenario.name} expert", disable=not progress):
+    for seed in tqdm(seeds, desc=f"{scenario.name} expert", disable=None if progress else True):
         finals.append(run_episode(env, expert, seed))
     env.close()
     n = max(len(finals), 1)

@@ -41,6 +41,12 @@ TRACK_COLUMNS: dict[str, str] = {
 }
 
 
+MAX_FRAME_RATE_HZ = 1000.0
+"""The highest log rate a reader accepts [Hz]: loggers run at 10-100 Hz; beyond this a rate is corrupt."""
+
+MAX_RECORDING_ID = 2**31 - 1
+"""Recording and scene ids above this are refused: they become int64 scene keys (id * 10 + direction)."""
+
 NOMINAL_RATE_DECIMALS = 2
 """A rate measured from timestamps is the logger's nominal rate rounded to this many decimals [Hz]."""
 
@@ -88,6 +94,28 @@ class LogReader(Protocol):
 # --------------------------------------------------------------------------------------
 # Validation helpers shared by the readers. Row numbers are 1-based data rows of the file.
 # --------------------------------------------------------------------------------------
+
+
+def parquet_json_metadata(path: str | Path, key: bytes) -> dict | None:
+    """The JSON object a drive-drail Parquet file keeps under schema-metadata ``key``; None if the
+    file is not readable Parquet or has no such key. Raises LogError if the value is not a JSON object."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    try:
+        md = pq.read_schema(path).metadata or {}
+    except Exception:
+        return None
+    if key not in md:
+        return None
+    try:
+        info = json.loads(md[key])
+    except (ValueError, RecursionError):
+        info = None
+    if not isinstance(info, dict):
+        raise LogError(path, "the Parquet metadata is not a JSON object", column=f"metadata[{key.decode()}]")
+    return info
 
 
 def require_columns(df: pd.DataFrame, columns: list[str], path: str | Path) -> None:

@@ -43,7 +43,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from drive_drail.logs.base import LogError, TrackLog, check_plausible_speed, check_positive, headingless_track_log
+from drive_drail.logs.base import (
+    MAX_FRAME_RATE_HZ,
+    MAX_RECORDING_ID,
+    LogError,
+    TrackLog,
+    check_plausible_speed,
+    check_positive,
+    headingless_track_log,
+)
 
 FORMAT = "highd"
 
@@ -412,11 +420,11 @@ class HighDReader:
             return v
 
         recording_id = number("id")
-        if recording_id != int(recording_id) or recording_id < 0:
-            raise LogError(path, f"expected a non-negative integer, got {row['id']!r}", column="id", row=1)
+        if recording_id != int(recording_id) or not 0 <= recording_id <= MAX_RECORDING_ID:
+            raise LogError(path, f"expected an integer in [0, {MAX_RECORDING_ID}], got {row['id'][:40]!r}", column="id", row=1)
         frame_rate_hz = number("frameRate")
-        if frame_rate_hz <= 0:
-            raise LogError(path, f"frame rate must be > 0, got {frame_rate_hz}", column="frameRate", row=1)
+        if not 0 < frame_rate_hz <= MAX_FRAME_RATE_HZ:
+            raise LogError(path, f"frame rate must be in (0, {MAX_FRAME_RATE_HZ:g}] Hz, got {frame_rate_hz:g}", column="frameRate", row=1)
         upper = parse_lane_markings(row["upperLaneMarkings"], path, "upperLaneMarkings")
         lower = parse_lane_markings(row["lowerLaneMarkings"], path, "lowerLaneMarkings")
         extra: dict = {}

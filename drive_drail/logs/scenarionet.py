@@ -143,18 +143,55 @@ def _key(d: object, key: str, path: Path, where: str) -> object:
     return d[key]
 
 
+MAX_ARRAY_ELEMENTS = 10_000_000
+"""The most elements one array of a scenario may hold: a scenario's largest, a map polyline or
+a track's states, has about 10^4; the bound keeps a crafted file from costing gigabytes."""
+MAX_ARRAY_DEPTH = 3
+"""Arrays here have at most 2 dimensions; nested lists deeper than this are refused before numpy walks them."""
+
+
+def _short(value: object) -> str:
+    """A bounded repr for messages (a crafted value must not print megabytes)."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxstring, r.maxother, r.maxlist, r.maxlevel = 40, 40, 4, 2
+    return r.repr(value)
+
+
+def _array(value: object, path: Path, where: str) -> np.ndarray:
+    """``value`` (an array or nested lists) as a numeric ndarray without a copy; sizes bounded first."""
+    if not isinstance(value, np.ndarray):
+        todo, count = [(value, 0)], 0
+        while todo:  # bounded walk of nested lists: depth and element count before numpy sees them
+            item, depth = todo.pop()
+            if isinstance(item, (list, tuple)):
+                if depth >= MAX_ARRAY_DEPTH:
+                    raise LogError(path, f"nested deeper than {MAX_ARRAY_DEPTH} levels", column=where)
+                count += len(item)
+                if count > MAX_ARRAY_ELEMENTS:
+                    raise LogError(path, f"more than {MAX_ARRAY_ELEMENTS:,} elements", column=where)
+                todo.extend((x, depth + 1) for x in item)
+        try:
+            value = np.asarray(value)
+        except (ValueError, TypeError):
+            raise LogError(path, "rows of unequal length (ragged array)", column=where) from None
+    if value.size > MAX_ARRAY_ELEMENTS:
+        raise LogError(path, f"{value.size:,} elements, more than {MAX_ARRAY_ELEMENTS:,}", column=where)
+    if value.dtype.kind not in "biuf":
+        raise LogError(path, f"expected a numeric array, got dtype {value.dtype}", column=where)
+    return value
+
+
 def _numeric(value: object, path: Path, where: str, length: int, ndim: int, width: int = 0) -> np.ndarray:
     """``value`` as a float64 array ``[length]`` (ndim 1; ``[length, 1]`` is accepted) or ``[length, >= width]``."""
-    arr = np.asarray(value)
-    if arr.dtype.kind not in "biuf":
-        raise LogError(path, f"expected a numeric array, got dtype {arr.dtype}", column=where)
-    arr = arr.astype(np.float64)
+    arr = _array(value, path, where)
     if ndim == 1 and arr.ndim == 2 and arr.shape[1] == 1:
         arr = arr[:, 0]
     if arr.ndim != ndim or arr.shape[0] != length or (ndim == 2 and arr.shape[1] < width):
         want = f"[{length}]" if ndim == 1 else f"[{length}, {width}]"
         raise LogError(path, f"shape {list(arr.shape)} does not match {want} (scenario length {length})", column=where)
-    return arr
+    return arr.astype(np.float64)  # the copy only once the shape is known to be the scenario's
 
 
 PLACEHOLDER_MOVING_MPS = 0.5
@@ -180,7 +217,7 @@ def scenario_table(sd: object, path: Path, scene_id: int) -> tuple[pd.DataFrame,
         raise LogError(path, f"expected a scenario dict, got {type(sd).__name__}")
     length = _key(sd, "length", path, "")
     if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 1:
-        raise LogError(path, f"expected a positive integer, got {length!r}", column="length")
+        raise LogError(path, f"expected a positive integer, got {_short(length)}", column="length")
     length = int(length)
     metadata = _key(sd, "metadata", path, "")
     ts = _numeric(_key(metadata, "ts", path, "metadata"), path, "metadata.ts", length, 1)
@@ -355,8 +392,8 @@ def build_lane_map(map_features: object, path: Path) -> LaneMap | None:
     lane_ids = list(lanes)
     for i, (key, feat) in enumerate(lanes.items()):
         where = f"map_features[{key}].polyline"
-        poly = np.asarray(_key(feat, "polyline", path, f"map_features[{key}]"))
-        if poly.dtype.kind not in "biuf" or poly.ndim != 2 or poly.shape[1] < 2:
+        poly = _array(_key(feat, "polyline", path, f"map_features[{key}]"), path, where)
+        if poly.ndim != 2 or poly.shape[1] < 2:
             raise LogError(
                 path, f"expected a numeric [N, 2] or [N, 3] array, got shape {list(poly.shape)}", column=where
             )

@@ -19,12 +19,14 @@ import pyarrow.parquet as pq
 from drive_drail.atomic import atomic_path
 from drive_drail.logs.base import (
     TRACK_COLUMNS,
+    MAX_FRAME_RATE_HZ,
     TRACK_FORMAT_VERSION,
     LogError,
     TrackLog,
     check_monotonic_frames,
     check_unique_frames,
     finalize_tracks,
+    parquet_json_metadata,
     require_columns,
 )
 
@@ -50,14 +52,8 @@ def write_simlog(path: str | Path, tracks: pd.DataFrame, frame_rate_hz: float, m
 
 def read_simlog_meta(path: str | Path) -> dict | None:
     """The log's metadata dict, or None if the file is not a drive-drail sim log."""
-    try:
-        md = pq.read_schema(path).metadata or {}
-    except Exception:
-        return None
-    if _META_KEY not in md:
-        return None
-    info = json.loads(md[_META_KEY])
-    return info if info.get("format") == MAGIC else None
+    info = parquet_json_metadata(path, _META_KEY)
+    return info if info is not None and info.get("format") == MAGIC else None
 
 
 class SimLogReader:
@@ -90,11 +86,19 @@ class SimLogReader:
             tracks=finalize_tracks(df),
             source=str(path),
             format=FORMAT,
-            frame_rate_hz=float(info["frame_rate_hz"]),
+            frame_rate_hz=_frame_rate_hz(info, path),
             heading_known=True,
             extra={k: v for k, v in info.items() if k not in ("format",)},
             ego_track_id=_ego_track_id(info, path),
         )
+
+
+def _frame_rate_hz(info: dict, path) -> float:
+    rate = info.get("frame_rate_hz")
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= MAX_FRAME_RATE_HZ:
+        raise LogError(path, f"frame_rate_hz must be a rate in (0, {MAX_FRAME_RATE_HZ:g}] Hz, got {str(rate)[:40]!r}",
+                       column="frame_rate_hz")
+    return float(rate)
 
 
 def _ego_track_id(info: dict, path) -> int | None:

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from drive_drail import __version__, spec
 from drive_drail.atomic import atomic_path
-from drive_drail.logs.base import LogError
+from drive_drail.logs.base import LogError, parquet_json_metadata, require_columns, require_numeric
 
 PAIRS_SCHEMA_VERSION = "1.0"
 _META_KEY = b"drive_drail"
@@ -51,12 +51,12 @@ def write_pairs(path: str | Path, pairs: pd.DataFrame, meta: dict) -> None:
 
 def read_pairs_meta(path: str | Path) -> dict:
     try:
-        md = pq.read_schema(path).metadata or {}
+        pq.read_schema(path)
     except Exception as exc:
         raise LogError(path, f"not a readable Parquet file ({type(exc).__name__})") from None
-    if _META_KEY not in md:
+    info = parquet_json_metadata(path, _META_KEY)
+    if info is None:
         raise LogError(path, "not a drive-drail pairs file (no drive_drail metadata)")
-    info = json.loads(md[_META_KEY])
     if info.get("kind") != "drive-drail-pairs":
         raise LogError(path, f"not a pairs file (kind {info.get('kind')!r})")
     if info.get("spec_version") != spec.SPEC_VERSION:
@@ -67,7 +67,13 @@ def read_pairs_meta(path: str | Path) -> dict:
 def read_pairs(path: str | Path) -> tuple[pd.DataFrame, dict]:
     """Pairs DataFrame and its metadata dict; raises LogError on a foreign or stale file."""
     info = read_pairs_meta(path)
-    return pd.read_parquet(path), info
+    try:
+        pairs = pd.read_parquet(path)
+    except Exception as exc:  # truncated or corrupt data pages behind a readable footer
+        raise LogError(path, f"cannot read Parquet ({type(exc).__name__})") from None
+    require_columns(pairs, [*spec.OBS_NAMES, *spec.ACTION_NAMES, "meta_action"], path)
+    require_numeric(pairs, [*spec.OBS_NAMES, *spec.ACTION_NAMES], path)
+    return pairs, info
 
 
 class PairArrays(NamedTuple):

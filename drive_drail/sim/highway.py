@@ -41,7 +41,7 @@ from highway_env.vehicle.behavior import IDMVehicle
 from highway_env.vehicle.kinematics import Vehicle as HwVehicle
 
 from drive_drail import spec
-from drive_drail.scenario import Scenario, ScenarioError, did_you_mean
+from drive_drail.scenario import Scenario, ScenarioError, check_simulator_settings, did_you_mean
 from drive_drail.sim import base, stop_env
 from drive_drail.sim.rows import STATE_COLUMNS, FrameRows, batch_for_all, observe_rows, scene_from_rows
 
@@ -399,14 +399,7 @@ def _highway_config(scenario: Scenario, split: str) -> dict:
         ids = [k for k in gym.registry if k.startswith(("highway", "merge", "drive-drail"))]
         raise ScenarioError(scenario.source, f"unknown highway-env id '{scenario.env_id}'{did_you_mean(scenario.env_id, ids)}", key="env_id")
     env_cls = load_env_creator(gym.spec(scenario.env_id).entry_point)
-    known = env_cls.default_config()
-    for where, overrides in [("env_config", scenario.env_config), *((f"splits.{k}", v) for k, v in scenario.splits.items())]:
-        for key in overrides:
-            if key in RESERVED_CONFIG_KEYS:
-                raise ScenarioError(scenario.source, f"reserved: {RESERVED_CONFIG_KEYS[key]}", key=f"{where}.{key}")
-            if key not in known:
-                options = [k for k in known if k not in RESERVED_CONFIG_KEYS]
-                raise ScenarioError(scenario.source, f"not a setting of {scenario.env_id}{did_you_mean(key, options)}", key=f"{where}.{key}")
+    check_simulator_settings(scenario, env_cls.default_config(), RESERVED_CONFIG_KEYS, scenario.env_id)
     return {
         **scenario.env_config_for(split),
         # The adapter computes the spec observation; highway-env's is reduced to a cheap no-op.

@@ -219,7 +219,7 @@ def replay_evaluate(
     from tqdm import tqdm
 
     try:
-        for i in tqdm(indices, desc="replay", unit="scenario", disable=not progress):
+        for i in tqdm(indices, desc="replay", unit="scenario", disable=None if progress else True):
             sd, path = loaded[i]["sd"], loaded[i]["path"]
             sdc = sd["tracks"][next(k for k in sd["tracks"] if str(k) == str(sd["metadata"]["sdc_id"]))]["state"]
             log_xy = np.asarray(sdc["position"], dtype=np.float64)[:, :2]

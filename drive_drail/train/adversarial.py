@@ -206,7 +206,7 @@ def _train_loop(config, run_dir, env, demos: Demos, expert_obs, expert_act, resu
     if resume:
         model.num_timesteps = state.global_step
     ret_std = checkpoint.RunningStd() if not resume else state.ret_std
-    bar = tqdm(total=total_timesteps, initial=model.num_timesteps, unit="step", disable=not progress, desc=config.algo)
+    bar = tqdm(total=total_timesteps, initial=model.num_timesteps, unit="step", disable=None if progress else True, desc=config.algo)
     buf = model.rollout_buffer
     # Discriminator inputs carry an absorbing-state flag column (0 = a real state).
     disc_expert_obs = _with_flag(expert_obs, 0.0) if config.absorbing else expert_obs

@@ -44,7 +44,7 @@ def behaviour_clone(
     opt = torch.optim.Adam(params, lr=lr)
     train_loss = val_loss = float("nan")
     history: list[dict[str, float]] = []
-    bar = tqdm(range(epochs), desc="bc", unit="epoch", disable=not progress)
+    bar = tqdm(range(epochs), desc="bc", unit="epoch", disable=None if progress else True)
     for epoch in bar:
         order = trn[torch.randperm(len(trn), generator=gen)]
         losses = []

@@ -7,7 +7,7 @@ import logging
 import gymnasium as gym
 import numpy as np
 
-from drive_drail.scenario import Scenario, ScenarioError, did_you_mean
+from drive_drail.scenario import Scenario, ScenarioError, check_simulator_settings, did_you_mean
 from drive_drail.sim.metadrive.lanes import ramp_spawn_lane
 
 ENV_IDS = ("MetaDriveEnv",)
@@ -46,14 +46,8 @@ def metadrive_config(scenario: Scenario, split: str) -> tuple[dict, dict]:
         raise ScenarioError(scenario.source, f"unknown MetaDrive environment '{scenario.env_id}'{did_you_mean(scenario.env_id, ENV_IDS)} (available: {', '.join(ENV_IDS)})", key="env_id")
     from metadrive.envs import MetaDriveEnv
 
-    known = MetaDriveEnv.default_config()
-    for where, overrides in [("env_config", scenario.env_config), *((f"splits.{k}", v) for k, v in scenario.splits.items())]:
-        for key in overrides:
-            if key in RESERVED_CONFIG_KEYS:
-                raise ScenarioError(scenario.source, f"reserved: {RESERVED_CONFIG_KEYS[key]}", key=f"{where}.{key}")
-            if key not in known and key not in ADAPTER_KEYS:
-                options = [k for k in [*known, *ADAPTER_KEYS] if k not in RESERVED_CONFIG_KEYS]
-                raise ScenarioError(scenario.source, f"not a setting of MetaDrive's {scenario.env_id} or the adapter{did_you_mean(key, options)}", key=f"{where}.{key}")
+    check_simulator_settings(scenario, MetaDriveEnv.default_config(), RESERVED_CONFIG_KEYS,
+                             f"MetaDrive's {scenario.env_id} or the adapter", extra=ADAPTER_KEYS)
     merged = scenario.env_config_for(split)
     adapter = {k: merged.pop(k, default) for k, (default, _doc) in ADAPTER_KEYS.items()}
 
