@@ -63,6 +63,8 @@ def resolve_actor(path: str | Path) -> Path:
     """An actor ``.pt`` file, or a run/checkpoint folder containing ``actor.pt``."""
     path = Path(path)
     if path.is_dir():
+        if (path / ACTOR_NAME).is_dir():
+            raise IsADirectoryError(21, "Is a directory", str(path / ACTOR_NAME))
         if not (path / ACTOR_NAME).is_file():
             raise FileNotFoundError(f"{path}: folder has no {ACTOR_NAME}")
         return path / ACTOR_NAME

@@ -165,9 +165,9 @@ class Manifest:
         if not path.is_file():
             raise ManifestError(f"{path}: missing (every exported artifact needs its manifest.json)")
         try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ManifestError(f"{path}: not valid JSON ({e})") from None
+            data = json.loads(path.read_bytes().decode("utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ManifestError(f"{path}: not valid JSON ({type(e).__name__} at byte {getattr(e, 'pos', getattr(e, 'start', '?'))})") from None
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(data) - known)
         if unknown:

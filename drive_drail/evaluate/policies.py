@@ -111,6 +111,9 @@ def _default_label(path: Path) -> str:
 def resolve_artifact(path: str | Path) -> Path:
     """The loadable artifact of ``path``: a run folder without a final ``actor.pt`` uses its newest checkpoint."""
     path = Path(path)
+    for name in ("actor.pt", "manifest.json"):
+        if (path / name).is_dir():
+            raise UserError(f"{path / name}: is a folder, expected a file")
     if path.is_dir() and not (path / "actor.pt").is_file() and not (path / "manifest.json").is_file():
         pointer = path / "checkpoints" / "latest"
         if pointer.is_file():

@@ -348,12 +348,14 @@ def read_results(paths: Sequence[str | Path]) -> tuple[pd.DataFrame, list[dict]]
             path = path / RESULTS_PARQUET if (path / RESULTS_PARQUET).exists() else path / RESULTS_CSV
         if not path.exists():
             raise UserError(f"{p}: no results table (expected a folder with {RESULTS_PARQUET}, or a .parquet/.csv file)")
-        if path.suffix == ".parquet":
-            frame = pd.read_parquet(path)
-        elif path.suffix == ".csv":
-            frame = pd.read_csv(path)
-        else:
+        if path.suffix not in (".parquet", ".csv"):
             raise UserError(f"{path}: not a results table (.parquet or .csv)")
+        try:
+            frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+        except (OSError, ValueError, UnicodeDecodeError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            if isinstance(exc, (PermissionError, IsADirectoryError)):
+                raise
+            raise UserError(f"{path}: not a readable results table ({type(exc).__name__})") from None
         missing = [c for c in (*KEY_COLUMNS, "success") if c not in frame.columns]
         if missing:
             raise UserError(f"{path}: column '{missing[0]}' missing: not a drive-drail results table")

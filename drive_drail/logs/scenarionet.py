@@ -112,6 +112,9 @@ def scenario_files(path: Path) -> list[Path]:
     if not path.is_dir():
         raise LogError(path, "no such file or folder")
     summary_path = path / SUMMARY_FILE
+    for index in (summary_path, path / MAPPING_FILE):
+        if index.exists() and not index.is_file():
+            raise LogError(index, "is a folder, expected ScenarioNet's index file")
     if summary_path.is_file():
         summary = safe_load(summary_path)
         if not isinstance(summary, dict):

@@ -166,7 +166,7 @@ class TrainConfig:
             if not 0.0 <= value <= 1.0 or name == "gamma" and value == 1.0:
                 raise UserError(f"{name} must lie in [0, 1{')' if name == 'gamma' else ']'}, got {value!r}")
         for name, value in (("ent_coef", self.ent_coef), ("vf_coef", self.vf_coef),
-                            ("bc_coef", 0.0 if self.bc_coef is None else self.bc_coef)):
+                            ("--bc-coef", 0.0 if self.bc_coef is None else self.bc_coef)):
             if not (value >= 0 and value != float("inf")):
                 raise UserError(f"{name} must be >= 0, got {value!r}")
         if not 0.0 <= self.crash_floor_quantile <= 1.0:
