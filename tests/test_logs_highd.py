@@ -156,3 +156,18 @@ def test_custom_vehicle_in_upper_outer_lane(tmp_path):
     t = HighDReader().read(make_highd(tmp_path, vehicles=[v]).prefix).tracks
     assert set(t.lane_index) == {2}
     np.testing.assert_allclose(t.y_m, 0.5 * (HIGHD_UPPER_MARKINGS[0] + HIGHD_UPPER_MARKINGS[1]), atol=1e-3)
+
+
+def test_positions_in_feet_with_speeds_in_metres_are_refused(tmp_path):
+    """A recording whose positions were written in feet while its speeds stayed in m/s moves 3.28x
+    too fast for its own speeds: the reader compares the two over 1 s windows and names the speed column."""
+    from drive_drail.logs.base import LogError
+
+    files = make_highd(tmp_path / "hd")
+    tracks = pd.read_csv(files.tracks)
+    for c in ("x", "y", "width", "height"):
+        tracks[c] = tracks[c] * 3.28084
+    tracks.to_csv(files.tracks, index=False)
+    with pytest.raises(LogError, match=r"xVelocity is 0\.30 x the speed implied by x") as err:
+        read_log(files.tracks)
+    assert err.value.column == "xVelocity" and err.value.row is not None

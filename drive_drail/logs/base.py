@@ -186,6 +186,34 @@ def check_plausible_speed(
         )
 
 
+def check_speed_matches_positions(
+    track: np.ndarray, x_m: np.ndarray, v_mps: np.ndarray, rows: np.ndarray, frame_rate_hz: float,
+    path: str | Path, position_column: str, speed_column: str, hint: str = "",
+) -> None:
+    """Logged speeds against the speeds the positions imply, over 1 s windows within each track.
+
+    ``track``, ``x_m``, ``v_mps``: ``[n]`` in track-then-frame order, ``rows``: their 0-based file rows.
+    Over the moving windows (both speeds above 2 m/s, at least 3 of them) the median of logged /
+    implied must lie in [0.5, 2]: positions in feet with speeds in m/s give 0.30, the reverse 3.28.
+    """
+    w = max(1, int(round(frame_rate_hz)))
+    if x_m.size <= w:
+        return
+    i = np.flatnonzero(track[w:] == track[:-w])
+    speed_pos = np.abs(x_m[i + w] - x_m[i]) * frame_rate_hz / w
+    v_log = np.abs(0.5 * (v_mps[i] + v_mps[i + w]))
+    moving = (speed_pos > 2.0) & (v_log > 2.0)
+    if moving.sum() < 3:
+        return
+    ratio = v_log[moving] / speed_pos[moving]
+    median = float(np.median(ratio))
+    if not 0.5 <= median <= 2.0:
+        off = (ratio > 2.0) if median > 2.0 else (ratio < 0.5)
+        r = int(rows[i[moving][np.flatnonzero(off)[0]]])
+        raise LogError(path, f"{speed_column} is {median:.2f} x the speed implied by {position_column}{hint}",
+                       column=speed_column, row=r + 1)
+
+
 def check_positive(values: np.ndarray, path: str | Path, column: str, what: str, row_offset: int = 1) -> None:
     """Every value > 0 (sizes); names the first bad row as ``"{what} must be > 0, got {value}"``."""
     bad = np.flatnonzero(values <= 0)

@@ -50,6 +50,7 @@ from drive_drail.logs.base import (
     TrackLog,
     check_plausible_speed,
     check_positive,
+    check_speed_matches_positions,
     headingless_track_log,
 )
 
@@ -355,6 +356,8 @@ class HighDReader:
         y_m = -sign * cy
         vx_mps = sign * t["xVelocity"]
         vy_mps = -sign * t["yVelocity"]
+        check_speed_matches_positions(track_id, cx, t["xVelocity"], np.arange(frame.size), frame_rate_hz, tracks_path, "x",
+                                      "xVelocity", hint=" (0.30 means positions in feet; highD logs metres and m/s)")
 
         # --- lanes from the lane markings of each carriageway ---
         lane_index = np.empty(frame.size, np.int64)

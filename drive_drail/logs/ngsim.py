@@ -52,7 +52,14 @@ from pathlib import Path
 
 import numpy as np
 
-from drive_drail.logs.base import LogError, TrackLog, check_plausible_speed, check_positive, headingless_track_log
+from drive_drail.logs.base import (
+    LogError,
+    TrackLog,
+    check_plausible_speed,
+    check_positive,
+    check_speed_matches_positions,
+    headingless_track_log,
+)
 from drive_drail.logs.highd import read_csv_header, read_numeric_csv
 
 FORMAT = "ngsim"
@@ -329,21 +336,8 @@ class NgsimReader:
                     column="Local_Y",
                     row=r + 1,
                 )
-            v_log = np.abs(0.5 * (vx_mps[i] + vx_mps[i + w]))
-            moving = (speed_pos > 2.0) & (v_log > 2.0)
-            if moving.sum() >= 3:
-                ratio = v_log[moving] / speed_pos[moving]
-                median = float(np.median(ratio))
-                if not 0.5 <= median <= 2.0:
-                    off = (ratio > 2.0) if median > 2.0 else (ratio < 0.5)
-                    r = int(order[i[moving][np.flatnonzero(off)[0]]])
-                    raise LogError(
-                        path,
-                        f"v_Vel is {median:.2f} x the speed implied by Local_Y (3.28 means one is not in feet)"
-                        f"{_UNITS_HINT}",
-                        column="v_Vel",
-                        row=r + 1,
-                    )
+        check_speed_matches_positions(piece, x_m, vx_mps, order, FRAME_RATE_HZ, path, "Local_Y", "v_Vel",
+                                      hint=f" (3.28 means one is not in feet){_UNITS_HINT}")
         median_len = float(np.median(file_length_m))
         if median_len < MIN_MEDIAN_LENGTH_M:
             short = np.flatnonzero(file_length_m < MIN_MEDIAN_LENGTH_M)
