@@ -99,14 +99,19 @@ class LogReader(Protocol):
 def parquet_json_metadata(path: str | Path, key: bytes) -> dict | None:
     """The JSON object a drive-drail Parquet file keeps under schema-metadata ``key``; None if the
     file is not readable Parquet or has no such key. Raises LogError if the value is not a JSON object."""
-    import json
-
     import pyarrow.parquet as pq
 
     try:
         md = pq.read_schema(path).metadata or {}
     except Exception:
         return None
+    return json_metadata(md, key, path)
+
+
+def json_metadata(md: dict, key: bytes, path: str | Path) -> dict | None:
+    """The JSON object under ``key`` of a Parquet schema's metadata ``md``; None if absent."""
+    import json
+
     if key not in md:
         return None
     try:

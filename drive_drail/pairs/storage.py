@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from drive_drail import __version__, spec
 from drive_drail.atomic import atomic_path
-from drive_drail.logs.base import LogError, parquet_json_metadata, require_columns, require_numeric
+from drive_drail.logs.base import LogError, json_metadata, require_columns, require_numeric
 
 PAIRS_SCHEMA_VERSION = "1.0"
 _META_KEY = b"drive_drail"
@@ -51,10 +51,10 @@ def write_pairs(path: str | Path, pairs: pd.DataFrame, meta: dict) -> None:
 
 def read_pairs_meta(path: str | Path) -> dict:
     try:
-        pq.read_schema(path)
+        md = pq.read_schema(path).metadata or {}
     except Exception as exc:
         raise LogError(path, f"not a readable Parquet file ({type(exc).__name__})") from None
-    info = parquet_json_metadata(path, _META_KEY)
+    info = json_metadata(md, _META_KEY, path)
     if info is None:
         raise LogError(path, "not a drive-drail pairs file (no drive_drail metadata)")
     if info.get("kind") != "drive-drail-pairs":
