@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from drive_drail.errors import UserError
 
@@ -21,8 +22,8 @@ def _cmd_convert(args: argparse.Namespace) -> None:
     from drive_drail.pairs.convert import ConvertConfig, convert_file
     from drive_drail.pairs.storage import summary
 
-    if os.path.exists(args.output) and os.path.samefile(args.input, args.output):
-        raise UserError(f"{args.output}: the output is the input log; choose another -o")
+    _output_is_not_input(args.output, args.input, "the input log")
+    _output_folder(args.output, folder=False)
     if not (args.action_hz > 0 and args.action_hz != float("inf")):
         raise UserError(f"--action-hz must be a positive finite rate in Hz, got {args.action_hz}")
     if args.smooth_s is not None and not (args.smooth_s >= 0 and args.smooth_s != float("inf")):
@@ -31,6 +32,15 @@ def _cmd_convert(args: argparse.Namespace) -> None:
     pairs, meta = convert_file(args.input, args.output, args.format, config, progress=not args.quiet)
     print(summary(pairs, meta))
     print(f"wrote {args.output}")
+
+
+def _output_is_not_input(output: str, source: str, what: str) -> None:
+    """Refuse an output that would overwrite ``source`` or a file inside it (``source`` a file or folder)."""
+    if not os.path.exists(output) or not os.path.exists(source):
+        return
+    out, src = Path(output).resolve(), Path(source).resolve()
+    if out == src or (src.is_dir() and src in out.parents):
+        raise UserError(f"{output}: the output would overwrite {what}; choose another -o")
 
 
 def _cmd_summary(args: argparse.Namespace) -> None:
@@ -106,10 +116,13 @@ def _cmd_train(args: argparse.Namespace) -> None:
     print(f"run folder {run_dir}: actor.pt, metrics.csv, checkpoints/")
 
 
-def _output_folder(path: str, flag: str = "-o") -> None:
-    """Refuse an output folder that cannot be written before any work starts (a file, a read-only parent)."""
-    if os.path.exists(path) and not os.path.isdir(path):
+def _output_folder(path: str, flag: str = "-o", folder: bool = True) -> None:
+    """Refuse an output that cannot be written before any work starts: a file where a folder is
+    expected (``folder``) or the reverse, a read-only parent."""
+    if folder and os.path.exists(path) and not os.path.isdir(path):
         raise UserError(f"{flag} {path}: is a file, expected a folder")
+    if not folder and os.path.isdir(path):
+        raise UserError(f"{flag} {path}: is a folder, expected a file")
     parent = os.path.dirname(os.path.abspath(path))
     while not os.path.exists(parent):
         parent = os.path.dirname(parent)
@@ -163,6 +176,10 @@ def _cmd_replay(args: argparse.Namespace) -> None:
     from drive_drail.evaluate.policies import resolve_artifact
     from drive_drail.sim.scenario_replay import metrics_table, replay_evaluate
 
+    _output_is_not_input(args.output, args.folder, "the scenarios it replays")
+    _output_folder(args.output, folder=False)
+    if args.max_steps is not None and args.max_steps < 1:
+        raise UserError(f"--max-steps must be a positive number of policy steps, got {args.max_steps}")
     policy = load_policy(resolve_artifact(args.policy))
     table = metrics_table(replay_evaluate(policy.act, args.folder, max_steps=args.max_steps, progress=not args.quiet))
     with atomic_path(args.output) as tmp:

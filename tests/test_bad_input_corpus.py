@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+import torch
 import yaml
 
 from drive_drail import cli, spec
@@ -60,6 +61,8 @@ class Case:
     inputs: list[Path] = field(default_factory=list)
     flag: bool = False
     """An argparse-level flag error: its usage line may stand above the error line."""
+    marker: Path | None = None
+    """A file a code payload would create: it must not exist afterwards."""
 
 
 @dataclass
@@ -328,15 +331,18 @@ def build_corpus(base: Base, root: Path) -> list[tuple[Case, Callable[[], None]]
         d = folder()
         file_name = "01_recordingMeta.csv" if column in ("frameRate", "id") else "01_tracks.csv"
 
-        def prepare(d=d, file_name=file_name, column=column, value=value):
+        # A row in the middle of the tracks file (the reader sorts tracks: the error must name the file's row).
+        row = 0 if file_name == "01_recordingMeta.csv" else len(pd.read_csv(base.highd)) // 2 + 3
+
+        def prepare(d=d, file_name=file_name, column=column, value=value, row=row):
             for f in base.highd.parent.glob("01_*"):
                 copy(f, d / f.name)
             df = pd.read_csv(d / file_name, dtype=str)
-            df.loc[0, column] = value
+            df.loc[row, column] = value
             df.to_csv(d / file_name, index=False)
 
         add(f"highD {column}={value}", "convert", [str(d / "01_tracks.csv"), "-o", str(d / "p.parquet")],
-            "column", d / "p.parquet", [], prepare)
+            f"column '{column}', row {row + 1}", d / "p.parquet", [], prepare)
     for column in ["Vehicle_ID", "Frame_ID", "Local_X", "Local_Y", "v_Length", "v_Width", "v_Vel", "Lane_ID"]:
         for how in ("dropped", "text", "blank", "inf"):
             d = folder()
@@ -520,12 +526,92 @@ def build_corpus(base: Base, root: Path) -> list[tuple[Case, Callable[[], None]]
     d = folder()
     add("convert onto its input", "convert", [str(d / "log.parquet"), "-o", str(d / "log.parquet")], "log.parquet",
         d / "never", [d / "log.parquet"], lambda d=d: copy(base.simlog, d / "log.parquet"))
+    d = folder()
+    add("convert onto a file of its input folder", "convert", [str(d / "sn"), "-o", str(d / "sn" / sn_name)], sn_name,
+        d / "never", [d / "sn"], lambda d=d: copy(base.sn, d / "sn"))
     for command, argv in (("evaluate", ["--policy", "constant", "--scenario", "stop", "--episodes", "1"]),
                           ("export", [str(base.run)]), ("report", [str(base.results)])):
         d = folder()
         add(f"{command} -o a file", command, [*argv, "-o", str(d / "taken")], "taken", d / "never", [d / "taken"],
             lambda d=d: (d / "taken").write_text("keep me\n"))
+
+    # 10. Closed-loop replay of a ScenarioNet folder: everything is refused before MetaDrive starts.
+    replay = lambda d, *extra: [str(d / "sn"), "--policy", str(base.run), *extra, "-o", str(d / "replay.csv")]  # noqa: E731
+    replay_edits: dict[str, tuple[Callable[[Path], None], str]] = {
+        "folder missing": (lambda d: None, "sn"),
+        "folder empty": (lambda d: (d / "sn").mkdir(), "sn"),
+        "no sdc_id": (lambda d: (copy(base.sn, d / "sn"), _edit_scenario(d / "sn", lambda sd: sd["metadata"].pop("sdc_id"))),
+                      "metadata.sdc_id"),
+        "sdc_id not a track": (lambda d: (copy(base.sn, d / "sn"),
+                                          _edit_scenario(d / "sn", lambda sd: sd["metadata"].update(sdc_id="ghost"))),
+                               "metadata.sdc_id"),
+    }
+    for how in BINARY_CORRUPTIONS:
+        replay_edits[f"scenario {how}"] = (lambda d, how=how: (copy(base.sn, d / "sn"), _corrupt(d / "sn" / sn_name, how)),
+                                           sn_name)
+        replay_edits[f"summary {how}"] = (lambda d, how=how: (copy(base.sn, d / "sn"),
+                                                              _corrupt(d / "sn" / "dataset_summary.pkl", how)),
+                                          "dataset_summary.pkl")
+    for name, (edit, key) in replay_edits.items():
+        d = folder()
+        add(f"replay {name}", "replay", replay(d), key, d / "replay.csv", [base.run], lambda d=d, edit=edit: edit(d))
+    for how, value in {"zero": "0", "negative": "-3", "text": "x"}.items():
+        d = folder()
+        add(f"replay --max-steps {how}", "replay", replay(d, "--max-steps", value), "--max-steps", d / "replay.csv",
+            [base.run], lambda d=d: copy(base.sn, d / "sn"), flag=how == "text")
+    for name, policy, key in (("policy missing", "gone", "gone"), ("policy garbage", "run/actor.pt", "actor.pt")):
+        d = folder()
+        add(f"replay {name}", "replay", [str(d / "sn"), "--policy", str(d / policy), "-o", str(d / "replay.csv")], key,
+            d / "replay.csv", [], lambda d=d: (copy(base.sn, d / "sn"), copy(base.run, d / "run"),
+                                                 _corrupt(d / "run" / "actor.pt", "random bytes")))
+    d = folder()
+    add("replay -o onto its scenario", "replay", [str(d / "sn"), "--policy", str(base.run), "-o", str(d / "sn" / sn_name)],
+        sn_name, d / "never", [base.run], lambda d=d: copy(base.sn, d / "sn"))
+    d = folder()
+    add("replay -o a folder", "replay", [str(d / "sn"), "--policy", str(base.run), "-o", str(d / "taken")], "taken",
+        d / "never", [base.run], lambda d=d: (copy(base.sn, d / "sn"), (d / "taken").mkdir()))
+
+    # 11. Files that run code when unpickled: every loader refuses them and nothing runs (the case fails if
+    # its marker file appears).
+    payload = lambda marker: _RunsShell(marker)  # noqa: E731
+    for name, target, argv_of in (
+        ("scenarionet scenario", f"sn/{sn_name}", lambda d: ["convert", str(d / "sn"), "-o", str(d / "p.parquet")]),
+        ("scenarionet summary", "sn/dataset_summary.pkl", lambda d: ["convert", str(d / "sn"), "-o", str(d / "p.parquet")]),
+        ("replay scenario", f"sn/{sn_name}", lambda d: ["replay", *replay(d)]),
+    ):
+        d = folder()
+
+        def prepare(d=d, target=target):
+            copy(base.sn, d / "sn")
+            with open(d / target, "wb") as f:
+                pickle.dump({"metadata": payload(d / "pwned"), "length": 1}, f)
+
+        argv = argv_of(d)
+        add(f"code payload in {name}", argv[0], argv[1:], Path(target).name,
+            d / ("p.parquet" if argv[0] == "convert" else "replay.csv"), [], prepare)
+        cases[-1][0].marker = d / "pwned"
+    for victim in ("actor.pt",):
+        d = folder()
+
+        def prepare(d=d, victim=victim):
+            copy(base.run, d / "run")
+            torch.save({"config": payload(d / "pwned")}, d / "run" / victim)
+
+        add(f"code payload in {victim}", "evaluate", ["--policy", str(d / "run" / victim), "--scenario", "stop",
+                                                       "--episodes", "1", "--workers", "1", "-o", str(d / "out")],
+            victim, d / "out", [], prepare)
+        cases[-1][0].marker = d / "pwned"
     return cases
+
+
+class _RunsShell:
+    """A pickle payload that runs a shell command when unpickled."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
 
 
 def _digest(paths: list[Path]) -> dict[str, str]:
@@ -568,6 +654,8 @@ def test_every_case_of_the_corpus_ends_cleanly(base, tmp_path):
             problems.append("a traceback on stderr")
         if case.output.exists():
             problems.append(f"output {case.output.name} left behind")
+        if case.marker is not None and case.marker.exists():
+            problems.append("CODE RAN: the payload's marker file exists")
         if _digest([Path(f) for f in watched if Path(f).exists()]) != watched:
             problems.append("an input changed or vanished")
         if took > 10:

@@ -108,7 +108,7 @@ def test_convert_refuses_to_write_over_its_input(tmp_path):
     src = make_highd(tmp_path / "highd").tracks
     before = src.read_bytes()
     proc = run_cli("convert", src, "-o", src)
-    assert proc.returncode == 2 and "output is the input" in proc.stderr and src.read_bytes() == before
+    assert proc.returncode == 2 and "would overwrite the input log" in proc.stderr and src.read_bytes() == before
 
 
 def test_an_unwritable_output_is_one_line_not_a_traceback(tmp_path):

@@ -44,6 +44,9 @@ TRACK_COLUMNS: dict[str, str] = {
 MAX_FRAME_RATE_HZ = 1000.0
 """The highest log rate a reader accepts [Hz]: loggers run at 10-100 Hz; beyond this a rate is corrupt."""
 
+MAX_COORDINATE_M = 1e7
+"""Positions farther than this from the log's origin are an error, not a road [m] (10,000 km)."""
+
 MAX_RECORDING_ID = 2**31 - 1
 """Recording and scene ids above this are refused: they become int64 scene keys (id * 10 + direction)."""
 
@@ -217,6 +220,16 @@ def check_speed_matches_positions(
         r = int(rows[i[moving][np.flatnonzero(off)[0]]])
         raise LogError(path, f"{speed_column} is {median:.2f} x the speed implied by {position_column}{hint}",
                        column=speed_column, row=r + 1)
+
+
+def check_coordinates(values: np.ndarray, path: str | Path, column: str, to_m: float = 1.0, row_offset: int = 1) -> None:
+    """``|values| * to_m <= MAX_COORDINATE_M`` (``values``: one position column in file order, its unit
+    ``to_m`` metres); names the first bad row. Finite in float64 but beyond this is no road, and overflows float32."""
+    far = np.flatnonzero(np.abs(values) * to_m > MAX_COORDINATE_M)
+    if far.size:
+        r = int(far[0])
+        raise LogError(path, f"position {values[r]:.3g} is beyond +-{MAX_COORDINATE_M / to_m:.3g}", column=column,
+                       row=r + row_offset)
 
 
 def check_positive(values: np.ndarray, path: str | Path, column: str, what: str, row_offset: int = 1) -> None:

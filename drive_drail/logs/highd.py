@@ -48,6 +48,7 @@ from drive_drail.logs.base import (
     MAX_RECORDING_ID,
     LogError,
     TrackLog,
+    check_coordinates,
     check_plausible_speed,
     check_positive,
     check_speed_matches_positions,
@@ -338,6 +339,8 @@ class HighDReader:
 
         for c in ("width", "height"):
             check_positive(t[c], tracks_path, c, "bounding box size")
+        for c in ("x", "y", "width", "height"):
+            check_coordinates(t[c], tracks_path, c)
         if np.any(frame < 0):
             r = int(np.flatnonzero(frame < 0)[0])
             raise LogError(tracks_path, f"negative frame {frame[r]}", column="frame", row=r + 1)

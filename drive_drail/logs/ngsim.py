@@ -55,6 +55,7 @@ import numpy as np
 from drive_drail.logs.base import (
     LogError,
     TrackLog,
+    check_coordinates,
     check_plausible_speed,
     check_positive,
     check_speed_matches_positions,
@@ -219,6 +220,8 @@ class NgsimReader:
                 raise LogError(path, f"value {arr[bad[0]]} out of range", column=col, row=int(bad[0]) + 1)
         for col in ("v_Length", "v_Width"):
             check_positive(c[col], path, col, "vehicle size")
+        for col in ("Local_X", "Local_Y", "v_Length"):
+            check_coordinates(c[col], path, col, to_m=FT_TO_M)
 
         # --- sort into tracks; a Vehicle_ID twice in one frame is an error ---
         order = _track_order(scene_id, vid, frame)
