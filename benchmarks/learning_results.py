@@ -68,7 +68,7 @@ def train_config(args, scenario: str, algo: str, seed: int, demos: Path, run_dir
         scenario=scenario, algo=algo, demos=str(demos), steps=args.steps, seed=seed, sim=args.sim, n_envs=args.n_envs,
         n_steps=args.n_steps, batch_size=args.ppo_batch, ppo_epochs=args.ppo_epochs, learning_rate=args.ppo_lr,
         disc_epochs=args.disc_epochs, disc_batch=args.disc_batch, reward_norm=args.reward_norm,
-        reward_samples=args.reward_samples, bc_coef=args.bc_coef, torch_threads=max(1, (os.cpu_count() or 1) // args.jobs), out=str(run_dir))
+        reward_samples=args.reward_samples, bc_coef=args.bc_coef, policy_encoder=args.policy_encoder, torch_threads=max(1, (os.cpu_count() or 1) // args.jobs), out=str(run_dir))
 
 
 def run_scenario(args, name: str) -> dict:
@@ -173,7 +173,7 @@ def run_scenario(args, name: str) -> dict:
                        "n_steps": args.n_steps, "ppo_batch": args.ppo_batch, "ppo_epochs": args.ppo_epochs,
                        "ppo_lr": args.ppo_lr, "disc_epochs": args.disc_epochs, "disc_batch": args.disc_batch,
                        "reward_norm": args.reward_norm, "reward_samples": args.reward_samples,
-                       "bc_coef": trained_bc_coef,
+                       "bc_coef": trained_bc_coef, "policy_encoder": args.policy_encoder,
                        "jobs": args.jobs,
                        "scenes": args.scenes, "split_scenes": args.split_scenes, "eval_episodes": args.eval_episodes,
                        "expert_episodes": args.expert_episodes, "expert_split_episodes": args.expert_split_episodes,
@@ -213,7 +213,7 @@ def markdown(results: dict) -> str:
                   f"{'scenes' if b['sim'] == 'batched' else 'workers'} x "
                   f"{b['n_steps']} steps per iteration, PPO batch {b['ppo_batch']} x {b['ppo_epochs']} epochs, lr {b['ppo_lr']}, "
                   f"discriminator batch {b['disc_batch']} x {b['disc_epochs']} epochs, reward norm {b['reward_norm']}, "
-                  f"{b['reward_samples']} (t, eps) draws per reward, lambda_BC {b.get('bc_coef', 0.0)}), seeds {b['seeds']}.", ""]
+                  f"{b['reward_samples']} (t, eps) draws per reward, lambda_BC {b.get('bc_coef', 0.0)}, policy encoder {b.get('policy_encoder', 'flat')}), seeds {b['seeds']}.", ""]
         for n_demo, point in entry["curve"].items():
             first = next(iter(point["algos"].values()))["pooled"]
             splits = [k for k in first if k.startswith("batched_") and k not in ("batched_eval", "batched_eval_collision")]
@@ -270,6 +270,8 @@ def main() -> None:
     parser.add_argument("--reward-samples", type=int, default=4)
     parser.add_argument("--bc-coef", type=float, default=TrainConfig().bc_coef,
                         help="lambda_BC of the PPO loss for every adversarial learner (default: each scenario file's)")
+    parser.add_argument("--policy-encoder", choices=["set", "flat"], default=TrainConfig.policy_encoder,
+                        help="how actor and critic read the neighbour slots (train --policy-encoder)")
     parser.add_argument("--jobs", type=int, default=2, help="training runs at once (1 torch thread each on 2 cores)")
     parser.add_argument("--demo-episodes", nargs="+", type=int, default=[200], help="several values: the data-efficiency curve")
     parser.add_argument("--scenes", type=int, default=2000, help="held-out scenes per policy in the batched simulator")

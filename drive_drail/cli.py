@@ -63,7 +63,7 @@ _TRAIN_FLAG_FIELDS = {
     "scenario": "scenario", "algo": "algo", "demos": "demos", "steps": "steps", "seed": "seed", "n_envs": "n_envs",
     "sim": "sim", "n_steps": "n_steps", "bc_epochs": "bc_epochs", "ppo_batch": "batch_size", "ppo_epochs": "ppo_epochs",
     "ppo_lr": "learning_rate", "disc_epochs": "disc_epochs", "disc_batch": "disc_batch", "label_injection": "label_injection",
-    "reward_norm": "reward_norm", "reward_samples": "reward_samples", "task_filter": "task_filter", "out": "out",
+    "policy_encoder": "policy_encoder", "reward_norm": "reward_norm", "reward_samples": "reward_samples", "task_filter": "task_filter", "out": "out",
     "torch_threads": "torch_threads", "checkpoint_interval_s": "checkpoint_interval_s", "bc_coef": "bc_coef",
 }
 """``train`` flag (argparse dest) -> the TrainConfig field it sets; --no-bc-warm-start and --unshared set the negation."""
@@ -277,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-injection", choices=["input", "film"],
                    help="DRAIL: the label scales the last hidden layer (film, default: the fused pass runs the trunk once) "
                         "or joins the network input (input, METHOD.md's public implementation)")
+    p.add_argument("--policy-encoder", choices=["set", "flat"],
+                   help=f"how actor and critic read the neighbour slots: one shared per-slot network, max-pooled (set), "
+                        f"or one MLP over the whole vector (flat) (default {d.policy_encoder})")
     p.add_argument("--reward-norm", action=argparse.BooleanOptionalAction,
                    help=f"divide rewards by the running std of the discounted return (default {'on' if d.reward_norm else 'off'})")
     p.add_argument("--reward-samples", type=int, help=f"(t, eps) draws averaged per diffusion reward (default {d.reward_samples})")

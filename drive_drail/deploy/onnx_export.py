@@ -4,7 +4,9 @@ Graph (``B`` is a dynamic batch dimension)::
 
     obs [B, OBS_DIM] f32
       -> (obs - obs_mean) / obs_std                     normaliser, f32
-      -> [Cast f16] -> MLP -> Clip(-1, 1) -> [Cast f32]  the casts only in fp16 exports
+      -> [Cast f16] -> encoder -> MLP -> Clip(-1, 1) -> [Cast f32]  the casts only in fp16 exports
+                                                        (encoder: identity, or the neighbour set
+                                                        encoder's Reshape, MatMul, Relu, Where, ReduceMax)
       -> action [B, 2] f32
       -> lo + (action + 1) / 2 * (hi - lo)              spec.action_to_physical
       -> action_physical [B, 2] f32
@@ -66,6 +68,7 @@ class ExportGraph(nn.Module):
         if precision not in PRECISIONS:
             raise ValueError(f"precision '{precision}': expected one of {', '.join(PRECISIONS)}")
         self.compute_dtype = _COMPUTE_DTYPE[precision]
+        self.encoder = copy.deepcopy(actor.encoder).to(self.compute_dtype).eval()
         self.net = copy.deepcopy(actor.net).to(self.compute_dtype).eval()
         self.register_buffer("obs_mean", actor.obs_mean.detach().clone().float())
         self.register_buffer("obs_std", actor.obs_std.detach().clone().float())
@@ -77,7 +80,7 @@ class ExportGraph(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = (obs - self.obs_mean) / self.obs_std  # normaliser in fp32 (see module docstring)
-        z = self.net(x.to(self.compute_dtype))
+        z = self.net(self.encoder(x.to(self.compute_dtype)))
         action = torch.clamp(z, -1.0, 1.0).to(torch.float32)
         # spec.action_to_physical: accel = lo + (a + 1) / 2 * (hi - lo); steer = s0 u + (max - s0) u^3
         # (masks, not slices: the graph keeps float initialisers only)

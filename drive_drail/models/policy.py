@@ -19,6 +19,7 @@ from torch import nn
 from drive_drail import spec
 from drive_drail.atomic import torch_save
 from drive_drail.errors import UserError
+from drive_drail.models.encoders import ENCODERS, NeighbourSetEncoder, check_raw_present
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
 
@@ -30,6 +31,11 @@ class ActorConfig:
     hidden_sizes: tuple[int, ...] = (256, 256)
     activation: str = "tanh"
     spec_version: str = spec.SPEC_VERSION
+    encoder: str = "flat"
+    """"flat" (the MLP reads the observation vector) or "set" (the neighbour slots go through
+    :class:`~drive_drail.models.encoders.NeighbourSetEncoder` first)."""
+    set_hidden: tuple[int, ...] = (64, 64)
+    """Layer widths of the set encoder's per-slot network (``encoder="set"`` only)."""
 
 
 def mlp(sizes: list[int], activation: str) -> nn.Sequential:
@@ -47,7 +53,7 @@ class ActorFileError(UserError, ValueError):
 
 
 class DeterministicActor(nn.Module):
-    """``action = clip(net((obs - obs_mean) / obs_std), -1, 1)``.
+    """``action = clip(net(encoder((obs - obs_mean) / obs_std)), -1, 1)``; the flat encoder is the identity.
 
     Args:
         config: layer sizes and activation.
@@ -61,11 +67,19 @@ class DeterministicActor(nn.Module):
         std = np.ones(config.obs_dim) if obs_std is None else np.asarray(obs_std)
         self.register_buffer("obs_mean", torch.as_tensor(mean, dtype=torch.float32))
         self.register_buffer("obs_std", torch.as_tensor(std, dtype=torch.float32))
-        self.net = mlp([config.obs_dim, *config.hidden_sizes, config.act_dim], config.activation)
+        if config.encoder == "set":
+            check_raw_present(self.obs_mean, self.obs_std)
+            self.encoder: nn.Module = NeighbourSetEncoder(config.set_hidden)
+            features = self.encoder.out_dim
+        elif config.encoder == "flat":
+            self.encoder, features = nn.Identity(), config.obs_dim
+        else:
+            raise ValueError(f"encoder {config.encoder!r}: expected one of {', '.join(ENCODERS)}")
+        self.net = mlp([features, *config.hidden_sizes, config.act_dim], config.activation)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """obs ``[B, obs_dim]`` float32 -> action ``[B, act_dim]`` in [-1, 1]."""
-        return torch.clamp(self.net((obs - self.obs_mean) / self.obs_std), -1.0, 1.0)
+        return torch.clamp(self.net(self.encoder((obs - self.obs_mean) / self.obs_std)), -1.0, 1.0)
 
     @torch.inference_mode()
     def act(self, obs: np.ndarray) -> np.ndarray:
@@ -94,33 +108,42 @@ class DeterministicActor(nn.Module):
         try:
             cfg = dict(payload["config"])
             cfg["hidden_sizes"] = tuple(cfg["hidden_sizes"])
-            config = ActorConfig(**cfg)
+            cfg["set_hidden"] = tuple(cfg.get("set_hidden", ActorConfig.set_hidden))
+            config = ActorConfig(**cfg)  # an actor saved before encoders existed is "flat", the default
         except (KeyError, TypeError) as exc:
             raise ActorFileError(f"{path}: actor config is malformed ({exc})") from None
         if config.spec_version != spec.SPEC_VERSION:
             raise ActorFileError(f"{path}: spec version {config.spec_version} != {spec.SPEC_VERSION} of this drive-drail; "
                                  "retrain the policy (spec 2.0 changed the observation and the steering range)")
-        actor = cls(config)
         try:
-            actor.load_state_dict(payload["state_dict"])
-        except (KeyError, RuntimeError) as exc:
+            state = payload["state_dict"]
+            actor = cls(config, state["obs_mean"].numpy(), state["obs_std"].numpy())
+            actor.load_state_dict(state)
+        except (KeyError, RuntimeError, ValueError, AttributeError) as exc:
             raise ActorFileError(f"{path}: weights do not fit the actor config ({str(exc).splitlines()[0][:160]})") from None
         return actor.eval()
 
     @classmethod
     def from_sb3(cls, policy: nn.Module, obs_mean: np.ndarray, obs_std: np.ndarray) -> "DeterministicActor":
-        """Copy the mean-action path of an SB3 ``ActorCriticPolicy`` (separate pi/vf MLPs).
+        """Copy the mean-action path of an SB3 ``ActorCriticPolicy`` (separate pi/vf MLPs and extractors).
 
         The SB3 policy must have been trained on already-normalised observations
         (``(obs - obs_mean) / obs_std``); the normaliser is folded in here.
         """
         pi_layers = [m for m in policy.mlp_extractor.policy_net if isinstance(m, nn.Linear)]
         act_name = "tanh" if any(isinstance(m, nn.Tanh) for m in policy.mlp_extractor.policy_net) else "relu"
+        extractor = policy.pi_features_extractor  # SB3's FlattenExtractor, or one holding a NeighbourSetEncoder
+        if isinstance(getattr(extractor, "encoder", None), NeighbourSetEncoder):
+            set_layers = [m for m in extractor.encoder.phi if isinstance(m, nn.Linear)]
+            encoder = {"encoder": "set", "set_hidden": tuple(m.out_features for m in set_layers)}
+        else:
+            encoder = {"encoder": "flat"}
         config = ActorConfig(
-            obs_dim=pi_layers[0].in_features if pi_layers else policy.action_net.in_features,
+            obs_dim=policy.observation_space.shape[0],
             act_dim=policy.action_net.out_features,
             hidden_sizes=tuple(m.out_features for m in pi_layers),
             activation=act_name,
+            **encoder,
         )
         actor = cls(config, obs_mean, obs_std)
         src = [*pi_layers, policy.action_net]
@@ -129,5 +152,7 @@ class DeterministicActor(nn.Module):
             for s, d in zip(src, dst):
                 d.weight.copy_(s.weight)
                 d.bias.copy_(s.bias)
+            if config.encoder == "set":
+                actor.encoder.load_state_dict(extractor.encoder.state_dict())
         return actor.eval()
 

@@ -27,9 +27,11 @@ import math
 import time
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import torch
 from stable_baselines3 import PPO
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.utils import obs_as_tensor, set_random_seed
 from tqdm import tqdm
 
@@ -37,6 +39,7 @@ from drive_drail import spec
 from drive_drail.atomic import write_csv, write_json
 from drive_drail.errors import UserError
 from drive_drail.models.discriminators import make_discriminator
+from drive_drail.models.encoders import NeighbourSetEncoder
 from drive_drail.models.policy import DeterministicActor
 from drive_drail.scenario import load_scenario
 from drive_drail.train import checkpoint
@@ -101,8 +104,25 @@ def _check_finite(model: PPO, iteration: int, values: dict[str, float]) -> None:
             raise TrainingDiverged(f"policy parameter {name} is NaN/inf at iteration {iteration}")
 
 
+class NeighbourSetExtractor(BaseFeaturesExtractor):
+    """:class:`NeighbourSetEncoder` as an SB3 features extractor (``policy_kwargs["features_extractor_class"]``)."""
+
+    def __init__(self, observation_space: gym.spaces.Box, hidden_sizes: tuple[int, ...] = (64, 64)):
+        encoder = NeighbourSetEncoder(tuple(hidden_sizes))
+        super().__init__(observation_space, encoder.out_dim)
+        self.encoder = encoder
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        return self.encoder(observations)
+
+
 def build_ppo(config: TrainConfig, env, seed: int) -> PPO:
+    """SB3's PPO with separate actor and critic networks, each behind its own encoder (``config.policy_encoder``)."""
     lr = config.learning_rate
+    encoder = {}
+    if config.policy_encoder == "set":
+        encoder = {"features_extractor_class": NeighbourSetExtractor, "share_features_extractor": False,
+                   "features_extractor_kwargs": {"hidden_sizes": tuple(config.set_hidden)}}
     model = PPO(
         "MlpPolicy",
         env,
@@ -119,6 +139,7 @@ def build_ppo(config: TrainConfig, env, seed: int) -> PPO:
         policy_kwargs={
             "net_arch": {"pi": list(config.policy_hidden), "vf": list(config.policy_hidden)},
             "activation_fn": torch.nn.Tanh,
+            **encoder,
         },
         seed=seed,
         device="cpu",
@@ -151,7 +172,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, step
     if config.bc_coef is None:  # the value measured for this scenario (saved resolved in config.json)
         config.bc_coef = scenario.training.bc_coef if scenario.training.bc_coef is not None else 0.0
     demos = load_demos(config.demos, scenario.task if config.task_filter else None, scenario.policy_frequency_hz,
-                       config.obs_std_floor, scenario_task=scenario.task)
+                       config.obs_std_floor, scenario_task=scenario.task, slot_shared=config.policy_encoder == "set")
     set_random_seed(config.seed)
 
     # Expert data standardised once, with its own fixed statistics.

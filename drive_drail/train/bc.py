@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from stable_baselines3.common.policies import BaseModel
 from torch import nn
 from tqdm import tqdm
 
 
+def actor_parameters(policy: nn.Module) -> list[nn.Parameter]:
+    """The weights of an SB3 ``ActorCriticPolicy``'s mean action: its own encoder (none for a flat
+    policy), the policy MLP and the action head. Separate extractors: the critic's are not among them."""
+    return [*policy.pi_features_extractor.parameters(), *policy.mlp_extractor.policy_net.parameters(),
+            *policy.action_net.parameters()]
+
+
 def policy_mean(policy: nn.Module, obs: torch.Tensor) -> torch.Tensor:
     """Mean action ``[B, act_dim]`` of an SB3 ``ActorCriticPolicy`` (pre-clipping)."""
-    features = policy.extract_features(obs, policy.pi_features_extractor)
+    # BaseModel's: ActorCriticPolicy.extract_features ignores the extractor given when actor and critic have their own
+    features = BaseModel.extract_features(policy, obs, policy.pi_features_extractor)
     return policy.action_net(policy.mlp_extractor.forward_actor(features))
 
 
@@ -40,8 +49,7 @@ def behaviour_clone(
     perm = torch.randperm(len(x), generator=gen)
     n_val = int(len(x) * val_fraction) if len(x) >= 20 else 0
     val, trn = perm[:n_val], perm[n_val:]
-    params = [*policy.mlp_extractor.policy_net.parameters(), *policy.action_net.parameters()]
-    opt = torch.optim.Adam(params, lr=lr)
+    opt = torch.optim.Adam(actor_parameters(policy), lr=lr)
     train_loss = val_loss = float("nan")
     history: list[dict[str, float]] = []
     bar = tqdm(range(epochs), desc="bc", unit="epoch", disable=None if progress else True)

@@ -82,6 +82,12 @@ class TrainConfig:
     separate_grad_clip: bool = False
     """Clip the actor's and the critic's gradient norms to max_grad_norm each (else one joint clip, as SB3)."""
     policy_hidden: tuple[int, ...] = (256, 256)
+    policy_encoder: str = "set"
+    """How the actor and the critic read the neighbour slots: "set" (a shared per-slot network, max-pooled;
+    models/encoders.py) or "flat" (one MLP over the whole vector). The flat MLP failed whenever traffic
+    filled slots the demos left empty: stop's dense split, 0.06 (benchmarks/results/learning_v5/READING.md)."""
+    set_hidden: tuple[int, ...] = (64, 64)
+    """Layer widths of the set encoder's per-slot network."""
     init_action_std: tuple[float, float] = (0.1, 0.02)
     """Initial std of the Gaussian policy per action dim (accel, steer), in the [-1, 1] unit range."""
 
@@ -147,6 +153,8 @@ class TrainConfig:
             raise UserError("--demos: an expert pairs file is required (make one with `drive-drail convert`)")
         if self.sim not in ("adapter", "batched"):
             raise UserError(f"--sim: unknown simulator backend {self.sim!r} (adapter or batched)")
+        if self.policy_encoder not in ("flat", "set"):
+            raise UserError(f"policy_encoder: unknown value {self.policy_encoder!r} (flat or set)")
         if self.label_injection not in ("input", "film"):
             raise UserError(f"--label-injection: unknown value {self.label_injection!r} (input or film)")
         if self.torch_threads < 0:
@@ -158,6 +166,7 @@ class TrainConfig:
                     "disc_lr": self.disc_lr, "bc_lr": self.bc_lr, "clip_range": self.clip_range,
                     "max_grad_norm": self.max_grad_norm, "disc_hidden": self.disc_hidden, "obs_std_floor": self.obs_std_floor}
         positive.update({f"policy_hidden[{i}]": w for i, w in enumerate(self.policy_hidden)})
+        positive.update({f"set_hidden[{i}]": w for i, w in enumerate(self.set_hidden)})
         positive.update({f"init_action_std[{i}]": v for i, v in enumerate(self.init_action_std)})
         for flag, value in positive.items():
             if not (isinstance(value, (int, float)) and value > 0 and value == value and value != float("inf")):
@@ -196,7 +205,8 @@ class TrainConfig:
         kwargs.setdefault("crash_floor_quantile", 0.0)
         kwargs.setdefault("obs_std_floor", 0.1)
         kwargs.setdefault("bc_coef", 0.0)
-        for key in ("policy_hidden", "init_action_std"):
+        kwargs.setdefault("policy_encoder", "flat")
+        for key in ("policy_hidden", "set_hidden", "init_action_std"):
             if key in kwargs:
                 kwargs[key] = tuple(kwargs[key])
         return cls(**kwargs)
@@ -206,7 +216,7 @@ def _field_value(name: str, value, default):
     """``value`` checked against the type of the field's default (a bool is not a number; an int is a float)."""
     if default is None:  # bc_coef: a number, or null for the scenario's value
         return None if value is None else _field_value(name, value, 0.0)
-    if isinstance(default, tuple):  # policy_hidden: any number of layer widths; init_action_std: one std per action dim
+    if isinstance(default, tuple):  # policy_hidden, set_hidden: any number of layer widths; init_action_std: one per action dim
         item = type(default[0])
 
         def number(v) -> bool:

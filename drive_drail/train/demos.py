@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from drive_drail import spec
 from drive_drail.errors import DriveDrailWarning, UserError
 from drive_drail.pairs.storage import read_pairs, select_task, to_arrays
 
@@ -19,11 +20,13 @@ class Demos(NamedTuple):
     source: str
 
 
-def load_demos(path: str, task: str | None, policy_frequency_hz: float, min_std: float, scenario_task: str | None = None) -> Demos:
+def load_demos(path: str, task: str | None, policy_frequency_hz: float, min_std: float, scenario_task: str | None = None,
+               slot_shared: bool = False) -> Demos:
     """Load expert pairs; their action rate must match the scenario's policy frequency.
 
     The normaliser is the demos' per-feature mean and std, the std floored at ``min_std`` (TrainConfig's
     ``obs_std_floor``) so that a feature constant in the demos (e.g. the lane count) cannot explode.
+    ``slot_shared``: the normaliser of the set encoder (:func:`slot_shared_normaliser`).
     ``scenario_task``: warn (:class:`DriveDrailWarning`) when no pair carries that manoeuvre label.
     """
     pairs, meta = read_pairs(path)
@@ -42,6 +45,34 @@ def load_demos(path: str, task: str | None, policy_frequency_hz: float, min_std:
     if len(pairs) < 2:
         raise UserError(f"{path}: fewer than 2 expert pairs{' for task ' + task if task else ''}")
     arrays = to_arrays(pairs)
-    mean = arrays.obs.mean(axis=0).astype(np.float32)
-    std = np.maximum(arrays.obs.std(axis=0), min_std).astype(np.float32)
+    if slot_shared:
+        mean, std = slot_shared_normaliser(arrays.obs, min_std)
+    else:
+        mean = arrays.obs.mean(axis=0).astype(np.float32)
+        std = np.maximum(arrays.obs.std(axis=0), min_std).astype(np.float32)
     return Demos(arrays.obs, arrays.action_unit, mean, std, action_hz, str(path))
+
+
+def slot_shared_normaliser(obs: np.ndarray, min_std: float) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std ``[OBS_DIM]`` for the set encoder (``models/encoders.py``) from ``obs [N, OBS_DIM]``.
+
+    Ego features: per feature, as for the flat policy. Neighbour features: one mean and std per
+    feature over every occupied slot of every pair, the same for all K slots, since one shared
+    network reads them all (a slot rarely filled in the demos would otherwise get its own,
+    unrepresentative statistics). ``present`` keeps mean 0 and std 1: the encoder reads it as a mask.
+    Stds are floored at ``min_std``.
+    """
+    ego = len(spec.EGO_FEATURES)
+    k, f = spec.K_NEIGHBOURS, len(spec.NEIGHBOUR_FEATURES)
+    mean = np.zeros(spec.OBS_DIM, np.float64)
+    std = np.ones(spec.OBS_DIM, np.float64)
+    mean[:ego] = obs[:, :ego].mean(axis=0)
+    std[:ego] = np.maximum(obs[:, :ego].std(axis=0), min_std)
+    slots = obs[:, ego:].reshape(-1, f)
+    occupied = slots[slots[:, 0] > 0.5, 1:]
+    if len(occupied):
+        slot_mean = np.concatenate([[0.0], occupied.mean(axis=0)])
+        slot_std = np.concatenate([[1.0], np.maximum(occupied.std(axis=0), min_std)])
+        mean[ego:] = np.tile(slot_mean, k)
+        std[ego:] = np.tile(slot_std, k)
+    return mean.astype(np.float32), std.astype(np.float32)

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from drive_drail.train.bc import policy_mean
+from drive_drail.train.bc import actor_parameters, policy_mean
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class PPOSettings:
 
 
 def _actor_parameters(policy) -> list[torch.nn.Parameter]:
-    return [*policy.mlp_extractor.policy_net.parameters(), *policy.action_net.parameters(), policy.log_std]
+    return [*actor_parameters(policy), policy.log_std]
 
 
 def ppo_update(policy, buffer, settings: PPOSettings, lr: float, expert: tuple[np.ndarray, np.ndarray] | None = None,

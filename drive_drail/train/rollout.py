@@ -23,6 +23,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
+from drive_drail.models.encoders import EGO_DIM, PRESENT, SLOT_DIM, NeighbourSetEncoder
 from drive_drail.sim.base import INFO_CRASHED, INFO_SPEED_MPS, INFO_SUCCESS
 
 
@@ -31,30 +32,45 @@ class ActorSnapshot:
     """The actor's mean network and exploration std as numpy float32 arrays: all a worker needs to act.
 
     ``weights[i]``: ``[in_i, out_i]``, ``biases[i]``: ``[out_i]``; tanh after every layer but
-    the last. ``std``: ``[act_dim]``, in the policy's unit action scale.
+    the last. ``set_weights`` / ``set_biases``: the set encoder's per-slot ReLU layers
+    (``models/encoders.py``, Eq. 1-2), empty for a flat actor. ``std``: ``[act_dim]``, in the
+    policy's unit action scale.
     """
 
     weights: list[np.ndarray]
     biases: list[np.ndarray]
     std: np.ndarray
+    set_weights: list[np.ndarray] = field(default_factory=list)
+    set_biases: list[np.ndarray] = field(default_factory=list)
 
     @classmethod
     def from_policy(cls, policy) -> ActorSnapshot:
-        """Snapshot of an SB3 ``ActorCriticPolicy`` with a flat-vector input and a tanh MLP actor."""
+        """Snapshot of an SB3 ``ActorCriticPolicy`` with a flat or set encoder and a tanh MLP actor."""
         hidden = list(policy.mlp_extractor.policy_net)
         if any(not isinstance(m, (torch.nn.Linear, torch.nn.Tanh)) for m in hidden):
             raise ValueError(f"ActorSnapshot supports tanh MLP actors only, got {hidden}")
         layers = [m for m in hidden if isinstance(m, torch.nn.Linear)] + [policy.action_net]
+        encoder = getattr(policy.pi_features_extractor, "encoder", None)
+        set_layers = [m for m in encoder.phi if isinstance(m, torch.nn.Linear)] if isinstance(encoder, NeighbourSetEncoder) else []
+
+        def arrays(modules):
+            return ([m.weight.detach().numpy().T.astype(np.float32) for m in modules],
+                    [m.bias.detach().numpy().astype(np.float32) for m in modules])
+
         with torch.no_grad():
-            return cls(
-                weights=[m.weight.detach().numpy().T.astype(np.float32) for m in layers],
-                biases=[m.bias.detach().numpy().astype(np.float32) for m in layers],
-                std=policy.log_std.exp().detach().numpy().astype(np.float32),
-            )
+            (weights, biases), (set_weights, set_biases) = arrays(layers), arrays(set_layers)
+            return cls(weights, biases, policy.log_std.exp().detach().numpy().astype(np.float32), set_weights, set_biases)
 
     def mean(self, obs: np.ndarray) -> np.ndarray:
         """``mu(s)`` for ``obs [n, obs_dim]`` -> ``[n, act_dim]``."""
         h = np.asarray(obs, dtype=np.float32)
+        if self.set_weights:  # NeighbourSetEncoder, Eq. 1-2
+            slots = h[:, EGO_DIM:].reshape(len(h), -1, SLOT_DIM)
+            g = slots
+            for w, b in zip(self.set_weights, self.set_biases):
+                g = np.maximum(g @ w + b, 0.0)
+            g = np.where(slots[:, :, PRESENT : PRESENT + 1] > 0.5, g, 0.0).max(axis=1)
+            h = np.concatenate([h[:, :EGO_DIM], g], axis=1).astype(np.float32)
         for w, b in zip(self.weights[:-1], self.biases[:-1]):
             h = np.tanh(h @ w + b)
         return h @ self.weights[-1] + self.biases[-1]
