@@ -24,7 +24,7 @@ demo: $(STAMP)
 	$(BIN)/drive-drail convert datasets/highway_lane_change/expert_log.parquet -o $(DEMO)/pairs.parquet
 	rm -rf $(DEMO)/train
 	$(BIN)/drive-drail train --scenario lane_change --algo drail --demos $(DEMO)/pairs.parquet \
-		--sim batched --steps 750000 --n-envs 128 --n-steps 16 --ppo-batch 512 --ppo-epochs 10 \
+		--sim batched --steps 750000 --n-envs 128 --n-steps 16 --ppo-batch 512 --ppo-epochs 5 \
 		--disc-epochs 1 --disc-batch 512 --seed 0 --out $(DEMO)/train
 	$(BIN)/drive-drail export $(DEMO)/train -o $(DEMO)/deploy
 	rm -rf $(DEMO)/results
