@@ -42,7 +42,7 @@ import numpy as np
 
 from drive_drail.atomic import write_json, write_text
 from drive_drail.evaluate.aggregate import wilson
-from drive_drail.train.config import TrainConfig
+from drive_drail.train.config import POLICY_ENCODERS, TrainConfig
 
 
 def rate(outcomes: np.ndarray) -> dict:
@@ -270,7 +270,7 @@ def main() -> None:
     parser.add_argument("--reward-samples", type=int, default=4)
     parser.add_argument("--bc-coef", type=float, default=TrainConfig().bc_coef,
                         help="lambda_BC of the PPO loss for every adversarial learner (default: each scenario file's)")
-    parser.add_argument("--policy-encoder", choices=["set", "flat"], default=TrainConfig.policy_encoder,
+    parser.add_argument("--policy-encoder", choices=list(POLICY_ENCODERS), default=TrainConfig.policy_encoder,
                         help="how actor and critic read the neighbour slots (train --policy-encoder)")
     parser.add_argument("--jobs", type=int, default=2, help="training runs at once (1 torch thread each on 2 cores)")
     parser.add_argument("--demo-episodes", nargs="+", type=int, default=[200], help="several values: the data-efficiency curve")

@@ -217,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Driving logs -> expert pairs -> DRAIL imitation learning -> closed-loop evaluation -> deploy.",
     )
     from drive_drail import __version__
-    from drive_drail.train.config import ALGOS, TrainConfig
+    from drive_drail.train.config import ALGOS, POLICY_ENCODERS, TrainConfig
 
     parser.add_argument("--version", action="version", version=f"drive-drail {__version__} (spec {_spec_version()})")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -277,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-injection", choices=["input", "film"],
                    help="DRAIL: the label scales the last hidden layer (film, default: the fused pass runs the trunk once) "
                         "or joins the network input (input, METHOD.md's public implementation)")
-    p.add_argument("--policy-encoder", choices=["set", "flat"],
+    p.add_argument("--policy-encoder", choices=list(POLICY_ENCODERS),
                    help=f"how actor and critic read the neighbour slots: one shared per-slot network, max-pooled (set), "
                         f"or one MLP over the whole vector (flat) (default {d.policy_encoder})")
     p.add_argument("--reward-norm", action=argparse.BooleanOptionalAction,

@@ -83,7 +83,7 @@ class ExportGraph(nn.Module):
         z = self.net(self.encoder(x.to(self.compute_dtype)))
         action = torch.clamp(z, -1.0, 1.0).to(torch.float32)
         # spec.action_to_physical: accel = lo + (a + 1) / 2 * (hi - lo); steer = s0 u + (max - s0) u^3
-        # (masks, not slices: the graph keeps float initialisers only)
+        # (masks, not slices: this part of the graph needs no integer constants)
         linear = self.action_lo + (action + 1.0) * 0.5 * (self.action_hi - self.action_lo)
         cubic = spec.steer_from_unit(action)  # plain arithmetic: traces on tensors as it runs on arrays
         action_physical = linear * (1.0 - self.steer_mask) + cubic * self.steer_mask

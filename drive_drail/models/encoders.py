@@ -3,9 +3,8 @@
 The observation (``drive_drail.spec``) is the ego's features followed by K neighbour slots, nearest
 first, each ``[present, dx, dy, dvx, dvy, cos, sin, dlane]``. A flat MLP gives every slot its own
 weights. A slot that is always empty in training (stop's default traffic fills 3 of 6) keeps its
-initial weights, and when denser traffic fills it at test time, those untrained weights move the action:
-stop's DRAIL policy crashed in 0.94 of dense scenes, and zeroing slots 4-5 of the same observations
-brought it to 1.00 (benchmarks/results/learning_v5/READING.md).
+initial weights, and when denser traffic fills it at test time, those untrained weights move the action
+(stop's dense split: benchmarks/results/learning_v5/READING.md, benchmarks/slot_ablation.py).
 
 :class:`NeighbourSetEncoder` reads the slots as a set (Deep Sets, Zaheer et al. 2017; the
 permutation-invariant treatment of highway-env's social-attention policy, Leurent & Mercat 2019):
@@ -35,6 +34,7 @@ assert spec.NEIGHBOUR_FEATURES[PRESENT].name == "present"
 assert spec.OBS_DIM == EGO_DIM + spec.K_NEIGHBOURS * SLOT_DIM
 
 ENCODERS = ("flat", "set")
+"""The actor file's ``encoder`` values (train/config.py's POLICY_ENCODERS are the trainable ones)."""
 
 
 class NeighbourSetEncoder(nn.Module):
@@ -48,12 +48,23 @@ class NeighbourSetEncoder(nn.Module):
         self.phi = nn.Sequential(*layers)
         self.out_dim = EGO_DIM + hidden_sizes[-1]
 
+    @property
+    def linears(self) -> list[nn.Linear]:
+        """phi's layers, input first."""
+        return [m for m in self.phi if isinstance(m, nn.Linear)]
+
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         ego = obs[:, :EGO_DIM]
         slots = obs[:, EGO_DIM:].reshape(obs.shape[0], spec.K_NEIGHBOURS, SLOT_DIM)  # [B, K, F]
         present = slots[:, :, PRESENT : PRESENT + 1] > 0.5  # [B, K, 1]
         h = torch.where(present, self.phi(slots), torch.zeros((), dtype=obs.dtype))  # Eq. 1
         return torch.cat([ego, h.amax(dim=1)], dim=1)  # Eq. 2
+
+
+def set_encoder_of(extractor: nn.Module) -> NeighbourSetEncoder | None:
+    """The set encoder behind an SB3 features extractor, or None (SB3's FlattenExtractor: a flat policy)."""
+    encoder = getattr(extractor, "encoder", None)
+    return encoder if isinstance(encoder, NeighbourSetEncoder) else None
 
 
 def check_raw_present(obs_mean, obs_std) -> None:

@@ -19,7 +19,7 @@ from torch import nn
 from drive_drail import spec
 from drive_drail.atomic import torch_save
 from drive_drail.errors import UserError
-from drive_drail.models.encoders import ENCODERS, NeighbourSetEncoder, check_raw_present
+from drive_drail.models.encoders import ENCODERS, NeighbourSetEncoder, check_raw_present, set_encoder_of
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
 
@@ -132,10 +132,9 @@ class DeterministicActor(nn.Module):
         """
         pi_layers = [m for m in policy.mlp_extractor.policy_net if isinstance(m, nn.Linear)]
         act_name = "tanh" if any(isinstance(m, nn.Tanh) for m in policy.mlp_extractor.policy_net) else "relu"
-        extractor = policy.pi_features_extractor  # SB3's FlattenExtractor, or one holding a NeighbourSetEncoder
-        if isinstance(getattr(extractor, "encoder", None), NeighbourSetEncoder):
-            set_layers = [m for m in extractor.encoder.phi if isinstance(m, nn.Linear)]
-            encoder = {"encoder": "set", "set_hidden": tuple(m.out_features for m in set_layers)}
+        set_encoder = set_encoder_of(policy.pi_features_extractor)
+        if set_encoder is not None:
+            encoder = {"encoder": "set", "set_hidden": tuple(m.out_features for m in set_encoder.linears)}
         else:
             encoder = {"encoder": "flat"}
         config = ActorConfig(
@@ -152,7 +151,7 @@ class DeterministicActor(nn.Module):
             for s, d in zip(src, dst):
                 d.weight.copy_(s.weight)
                 d.bias.copy_(s.bias)
-            if config.encoder == "set":
-                actor.encoder.load_state_dict(extractor.encoder.state_dict())
+            if set_encoder is not None:
+                actor.encoder.load_state_dict(set_encoder.state_dict())
         return actor.eval()
 

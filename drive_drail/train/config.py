@@ -6,6 +6,8 @@ import os
 from dataclasses import asdict, dataclass, fields
 
 ALGOS = ("drail", "drail-un", "gail", "diffail", "bc")
+POLICY_ENCODERS = ("set", "flat")
+"""How actor and critic read the neighbour slots (TrainConfig.policy_encoder; models/encoders.py)."""
 
 
 def idle_cores(sample_s: float = 0.25) -> int:
@@ -85,7 +87,7 @@ class TrainConfig:
     policy_encoder: str = "set"
     """How the actor and the critic read the neighbour slots: "set" (a shared per-slot network, max-pooled;
     models/encoders.py) or "flat" (one MLP over the whole vector). The flat MLP failed whenever traffic
-    filled slots the demos left empty: stop's dense split, 0.06 (benchmarks/results/learning_v5/READING.md)."""
+    filled slots the demos left empty (stop's dense split, benchmarks/results/learning_v5/READING.md)."""
     set_hidden: tuple[int, ...] = (64, 64)
     """Layer widths of the set encoder's per-slot network."""
     init_action_std: tuple[float, float] = (0.1, 0.02)
@@ -153,8 +155,8 @@ class TrainConfig:
             raise UserError("--demos: an expert pairs file is required (make one with `drive-drail convert`)")
         if self.sim not in ("adapter", "batched"):
             raise UserError(f"--sim: unknown simulator backend {self.sim!r} (adapter or batched)")
-        if self.policy_encoder not in ("flat", "set"):
-            raise UserError(f"policy_encoder: unknown value {self.policy_encoder!r} (flat or set)")
+        if self.policy_encoder not in POLICY_ENCODERS:
+            raise UserError(f"--policy-encoder: unknown value {self.policy_encoder!r} (choose from {', '.join(POLICY_ENCODERS)})")
         if self.label_injection not in ("input", "film"):
             raise UserError(f"--label-injection: unknown value {self.label_injection!r} (input or film)")
         if self.torch_threads < 0:

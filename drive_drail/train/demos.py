@@ -9,6 +9,7 @@ import numpy as np
 
 from drive_drail import spec
 from drive_drail.errors import DriveDrailWarning, UserError
+from drive_drail.models.encoders import EGO_DIM, PRESENT, SLOT_DIM
 from drive_drail.pairs.storage import read_pairs, select_task, to_arrays
 
 class Demos(NamedTuple):
@@ -48,8 +49,7 @@ def load_demos(path: str, task: str | None, policy_frequency_hz: float, min_std:
     if slot_shared:
         mean, std = slot_shared_normaliser(arrays.obs, min_std)
     else:
-        mean = arrays.obs.mean(axis=0).astype(np.float32)
-        std = np.maximum(arrays.obs.std(axis=0), min_std).astype(np.float32)
+        mean, std = (m.astype(np.float32) for m in _mean_std(arrays.obs, min_std))
     return Demos(arrays.obs, arrays.action_unit, mean, std, action_hz, str(path))
 
 
@@ -62,17 +62,19 @@ def slot_shared_normaliser(obs: np.ndarray, min_std: float) -> tuple[np.ndarray,
     unrepresentative statistics). ``present`` keeps mean 0 and std 1: the encoder reads it as a mask.
     Stds are floored at ``min_std``.
     """
-    ego = len(spec.EGO_FEATURES)
-    k, f = spec.K_NEIGHBOURS, len(spec.NEIGHBOUR_FEATURES)
     mean = np.zeros(spec.OBS_DIM, np.float64)
     std = np.ones(spec.OBS_DIM, np.float64)
-    mean[:ego] = obs[:, :ego].mean(axis=0)
-    std[:ego] = np.maximum(obs[:, :ego].std(axis=0), min_std)
-    slots = obs[:, ego:].reshape(-1, f)
-    occupied = slots[slots[:, 0] > 0.5, 1:]
+    mean[:EGO_DIM], std[:EGO_DIM] = _mean_std(obs[:, :EGO_DIM], min_std)
+    slots = obs[:, EGO_DIM:].reshape(-1, SLOT_DIM)
+    occupied = slots[slots[:, PRESENT] > 0.5]
     if len(occupied):
-        slot_mean = np.concatenate([[0.0], occupied.mean(axis=0)])
-        slot_std = np.concatenate([[1.0], np.maximum(occupied.std(axis=0), min_std)])
-        mean[ego:] = np.tile(slot_mean, k)
-        std[ego:] = np.tile(slot_std, k)
+        slot_mean, slot_std = _mean_std(occupied, min_std)
+        slot_mean[PRESENT], slot_std[PRESENT] = 0.0, 1.0
+        mean[EGO_DIM:] = np.tile(slot_mean, spec.K_NEIGHBOURS)
+        std[EGO_DIM:] = np.tile(slot_std, spec.K_NEIGHBOURS)
     return mean.astype(np.float32), std.astype(np.float32)
+
+
+def _mean_std(x: np.ndarray, min_std: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and std of ``x [N, D]`` in its own dtype, the std floored at ``min_std``."""
+    return x.mean(axis=0), np.maximum(x.std(axis=0), min_std)

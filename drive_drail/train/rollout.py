@@ -23,7 +23,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
-from drive_drail.models.encoders import EGO_DIM, PRESENT, SLOT_DIM, NeighbourSetEncoder
+from drive_drail.models.encoders import EGO_DIM, PRESENT, SLOT_DIM, set_encoder_of
 from drive_drail.sim.base import INFO_CRASHED, INFO_SPEED_MPS, INFO_SUCCESS
 
 
@@ -50,8 +50,8 @@ class ActorSnapshot:
         if any(not isinstance(m, (torch.nn.Linear, torch.nn.Tanh)) for m in hidden):
             raise ValueError(f"ActorSnapshot supports tanh MLP actors only, got {hidden}")
         layers = [m for m in hidden if isinstance(m, torch.nn.Linear)] + [policy.action_net]
-        encoder = getattr(policy.pi_features_extractor, "encoder", None)
-        set_layers = [m for m in encoder.phi if isinstance(m, torch.nn.Linear)] if isinstance(encoder, NeighbourSetEncoder) else []
+        set_encoder = set_encoder_of(policy.pi_features_extractor)
+        set_layers = set_encoder.linears if set_encoder is not None else []
 
         def arrays(modules):
             return ([m.weight.detach().numpy().T.astype(np.float32) for m in modules],
