@@ -172,16 +172,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
 
 def _cmd_replay(args: argparse.Namespace) -> None:
     from drive_drail.atomic import atomic_path
-    from drive_drail.deploy.runtime import load_policy
-    from drive_drail.evaluate.policies import resolve_artifact
+    from drive_drail.evaluate.policies import replay_policy
     from drive_drail.sim.scenario_replay import metrics_table, replay_evaluate
 
     _output_is_not_input(args.output, args.folder, "the scenarios it replays")
     _output_folder(args.output, folder=False)
     if args.max_steps is not None and args.max_steps < 1:
         raise UserError(f"--max-steps must be a positive number of policy steps, got {args.max_steps}")
-    policy = load_policy(resolve_artifact(args.policy))
-    table = metrics_table(replay_evaluate(policy.act, args.folder, max_steps=args.max_steps, progress=not args.quiet))
+    policy = replay_policy(args.policy)
+    table = metrics_table(replay_evaluate(policy, args.folder, max_steps=args.max_steps, progress=not args.quiet))
     with atomic_path(args.output) as tmp:
         table.to_csv(tmp, index=False)
     print(table.to_string(index=False, max_cols=12))
@@ -310,7 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("replay", help="drive a policy as the logged ego of real ScenarioNet scenarios (MetaDrive)",
                        description="Closed-loop replay: the policy drives the sdc while every other agent replays the log.")
     p.add_argument("folder", help="ScenarioNet folder (dataset_summary.pkl, dataset_mapping.pkl, scenario .pkl files)")
-    p.add_argument("--policy", required=True, help="run folder, actor.pt or ONNX export folder")
+    p.add_argument("--policy", required=True,
+                   help="run folder, actor.pt or ONNX export folder; or a baseline: 'log' (the logged sdc's own "
+                        "actions, recovered by the converter: the fidelity row), 'constant[:ACCEL,STEER]', 'random'")
     p.add_argument("--max-steps", type=int, default=None, help="policy steps per scenario (default: the log's length)")
     p.add_argument("-o", "--output", required=True, help="per-scenario metrics .csv")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -17,8 +17,9 @@ from drive_drail import spec  # noqa: E402
 from drive_drail.logs.base import LogError  # noqa: E402
 from drive_drail.logs.scenarionet import ScenarioNetReader  # noqa: E402
 from drive_drail.pairs.convert import ConvertConfig, convert  # noqa: E402
+from drive_drail.evaluate.policies import ConstantPolicy, LoggedActionsPolicy  # noqa: E402
 from drive_drail.sim.scenario_replay import metrics_table, replay_evaluate  # noqa: E402
-from log_factories import make_scenarionet  # noqa: E402
+from log_factories import SN_LANE_WIDTH_M, SnVehicle, make_scenarionet, sn_default_vehicles  # noqa: E402
 
 OFFSET_I = spec.OBS_NAMES.index("ego_lane_offset")
 HEADING_I = spec.OBS_NAMES.index("ego_heading_to_lane")
@@ -75,6 +76,36 @@ def test_braking_policy_falls_behind_the_log(tmp_path):
     assert result.steps == 20 and not result.success
     assert result.route_completion < 0.4
     assert result.fde_m > 5.0  # 2 s of -5 m/s^2 leaves ~10 m behind the logged sdc
+
+
+def test_logged_actions_drive_the_logged_lane_change_and_brake(tmp_path):
+    """The log policy (the converter's recovered actions, open loop through MetaDrive's action map)
+    retraces a logged lane change: the fidelity of inverse dynamics plus action map."""
+    ego = SnVehicle("ego", "lane_mid", 10.0, 15.0, to_lane="lane_left")
+    others = [v for v in sn_default_vehicles() if v.id not in ("ego", "101")]
+    folder = make_scenarionet(tmp_path / "sn", n_scenarios=1, vehicles=[ego, *others])
+    seen = []
+
+    class Watch(LoggedActionsPolicy):
+        def act(self, obs):
+            seen.append(obs.copy())
+            return super().act(obs)
+
+    (logged,) = replay_evaluate(Watch(), folder)
+    (straight,) = replay_evaluate(ConstantPolicy().act, folder)
+    assert logged.applicable and not logged.crashed and not logged.offroad
+    assert logged.fde_m < 1.5 and logged.ade_m < 1.0  # the logged sdc ends one lane (3.5 m) left
+    assert straight.fde_m > SN_LANE_WIDTH_M - 1.0  # holding the lane misses the log by about a lane
+    assert seen[-1][LANE_I] * 4.0 == pytest.approx(0.0)  # in the left lane at the end
+
+
+def test_a_parked_sdc_scene_is_not_applicable(tmp_path):
+    parked = SnVehicle("ego", "lane_mid", 10.0, 0.0)
+    folder = make_scenarionet(tmp_path / "sn", n_scenarios=1, vehicles=[parked, *sn_default_vehicles()[1:]])
+    (result,) = replay_evaluate(ConstantPolicy().act, folder, max_steps=5)
+    assert not result.applicable
+    (moving,) = replay_evaluate(ConstantPolicy().act, make_scenarionet(tmp_path / "sn2", n_scenarios=1), max_steps=5)
+    assert moving.applicable
 
 
 def test_unsafe_pickles_are_refused_before_metadrive_loads_them(tmp_path):

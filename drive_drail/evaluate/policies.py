@@ -6,7 +6,9 @@
 - ``expert``: the scenario's scripted expert (the ceiling);
 - ``random``: uniform actions in [-1, 1]^2, seeded per episode (the floor);
 - ``constant`` or ``constant:ACCEL,STEER``: one fixed unit action, by default ``[0, 0]``
-  (hold the speed, wheels straight).
+  (hold the speed, wheels straight);
+- ``log`` (replay of real scenarios only): the logged sdc's own actions
+  (:class:`LoggedActionsPolicy`), the fidelity row of a replay table.
 
 A :class:`PolicySpec` is the picklable description that travels to worker processes
 and Ray tasks; :func:`build_policy` turns it into an :class:`EpisodePolicy` there.
@@ -185,6 +187,59 @@ class ConstantPolicy:
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         return self.action.copy()
+
+
+class LoggedActionsPolicy:
+    """Replay only: the logged sdc's own actions, driven open loop through the simulator's action map.
+
+    The actions are recovered from the logged states by the converter's inverse dynamics
+    (:func:`drive_drail.pairs.convert.convert`, every track, at the replay's decision rate), so this
+    policy's distance to the log (ADE / FDE) measures that inverse and the action map together:
+    it is the floor a learned policy's ADE is read against. A step without a recovered action (a
+    pair the converter dropped as implausible, the track's last step) holds the previous one.
+    """
+
+    def __init__(self, action_hz: float | None = None):
+        from drive_drail.sim.scenario_replay import DECISION_HZ
+
+        self.action_hz = DECISION_HZ if action_hz is None else float(action_hz)
+        self._actions = np.zeros((1, spec.ACTION_DIM))
+        self._step = 0
+
+    def start_scenario(self, path: Path) -> None:
+        """Recover the sdc's actions of the scenario file ``path``; step 0 is the log's first frame."""
+        import pandas as pd
+
+        from drive_drail.logs.scenarionet import ScenarioNetReader
+        from drive_drail.pairs.convert import ConvertConfig, convert
+
+        log = ScenarioNetReader().read(Path(path))
+        pairs = convert(log, ConvertConfig(action_hz=self.action_hz, egos="all"))
+        sdc = pairs[pairs["track_id"].isin(log.extra["sdc_track_ids"][0])]
+        actions = np.full((int(log.tracks["frame"].max()) + 1, spec.ACTION_DIM), np.nan)
+        actions[sdc["frame"].to_numpy()] = spec.action_to_unit(sdc[list(spec.ACTION_NAMES)].to_numpy(np.float64))
+        self._actions = pd.DataFrame(actions).ffill().fillna(0.0).to_numpy()
+        self._step = 0
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        action = self._actions[min(self._step, len(self._actions) - 1)].copy()
+        self._step += 1
+        return action
+
+
+def replay_policy(text: str, backend: str = "auto"):
+    """A replay ``--policy``: ``log``, ``constant[:A,S]``, ``random`` or an artifact; returns a callable
+    ``obs -> unit action`` or a :class:`LoggedActionsPolicy`. Real scenes have no scripted expert."""
+    if text.strip() == "log" and not Path("log").exists():
+        return LoggedActionsPolicy()
+    parsed = parse_policy(text, backend)
+    if parsed.kind == "expert":
+        raise UserError(f"--policy '{text}': real scenarios have no scripted expert; 'log' drives the logged sdc's own actions")
+    if parsed.kind == "artifact":
+        from drive_drail.deploy.runtime import load_policy
+
+        return load_policy(resolve_artifact(parsed.path), backend=backend).act
+    return RandomPolicy(parsed.seed).act if parsed.kind == "random" else ConstantPolicy(parsed.action).act
 
 
 def build_policy(policy: PolicySpec, scenario: Scenario) -> EpisodePolicy:

@@ -41,6 +41,10 @@ TRACK_COLUMNS: dict[str, str] = {
 }
 
 
+MOVING_MPS = 1.0
+"""A vehicle whose logged speed never exceeds this is parked, not driving [m/s]: the converter keeps
+no parked expert, and a replay whose logged sdc is parked is not applicable."""
+
 MAX_FRAME_RATE_HZ = 1000.0
 """The highest log rate a reader accepts [Hz]: loggers run at 10-100 Hz; beyond this a rate is corrupt."""
 

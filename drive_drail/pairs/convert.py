@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from drive_drail import spec
-from drive_drail.logs.base import LogError, TrackLog, check_coordinates
+from drive_drail.logs.base import MOVING_MPS, LogError, TrackLog, check_coordinates
 from drive_drail.pairs import bicycle, kinematics, maneuvers
 
 EGO_CHOICES = {
@@ -34,9 +34,6 @@ EGO_CHOICES = {
 }
 """``ConvertConfig.egos`` values. A scenario's demonstrations are the driver who performs its task:
 traffic cars of a sim log are IDM drivers that never merge or stop for the task's obstacle."""
-
-MOVING_MPS = 1.0
-"""A track whose speed never exceeds this is parked, not driving [m/s]."""
 
 SCENE_CHUNK = 16384
 """Egos per observe_batch call: bounds memory at ~SCENE_CHUNK x max vehicles per scene."""

@@ -40,12 +40,12 @@ import logging
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol, runtime_checkable
 
 import numpy as np
 
 from drive_drail import spec
-from drive_drail.logs.base import LogError
+from drive_drail.logs.base import MOVING_MPS, LogError
 from drive_drail.logs.safe_pickle import safe_load
 from drive_drail.logs.scenarionet import build_lane_map, lane_context, scenario_files
 from drive_drail.sim.metadrive import NullObservation, VehicleLimits, check_engine_free, physical_to_metadrive
@@ -55,8 +55,25 @@ from drive_drail.sim.metadrive.assets import state_only_engine
 Policy = Callable[[np.ndarray], np.ndarray]
 """A policy: spec observation ``[OBS_DIM]`` -> spec action in [-1, 1]^2, shape ``[2]``."""
 
+
+@runtime_checkable
+class ScenarioPolicy(Protocol):
+    """A policy told which scenario it drives, such as the logged actions of that scenario's sdc
+    (:class:`drive_drail.evaluate.policies.LoggedActionsPolicy`)."""
+
+    def start_scenario(self, path: Path) -> None:
+        """Called before the first ``act`` of each episode with the scenario's file."""
+        ...
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """Spec observation ``[OBS_DIM]`` -> unit action ``[2]``."""
+        ...
+
+
+
 PHYSICS_DT_S = 0.02
 DECISION_REPEAT = 5
+DECISION_HZ = 1.0 / (PHYSICS_DT_S * DECISION_REPEAT)
 """ScenarioEnv's defaults: 5 physics steps of 0.02 s per decision = the logs' 0.1 s."""
 
 
@@ -65,6 +82,9 @@ class ReplayMetrics:
     """The outcome of one closed-loop replay episode."""
 
     scenario_id: str
+    applicable: bool
+    """The logged sdc drives (faster than :data:`MOVING_MPS` at some step); a parked one's scene
+    measures nothing and aggregates leave it out."""
     steps: int
     """Policy steps driven (0.1 s each)."""
     success: bool
@@ -192,7 +212,7 @@ def _scene_columns(env, lane_map, offset_xy: np.ndarray) -> dict[str, np.ndarray
 
 
 def replay_evaluate(
-    policy: Policy,
+    policy: Policy | ScenarioPolicy,
     folder: str | Path,
     max_steps: int | None = None,
     scenarios: list[int] | None = None,
@@ -200,6 +220,7 @@ def replay_evaluate(
 ) -> list[ReplayMetrics]:
     """Drive ``policy`` as the sdc of every scenario of a ScenarioNet ``folder``; others replay the log.
 
+    ``policy``: a callable, or a :class:`ScenarioPolicy` told each scenario's file first;
     ``max_steps``: policy steps per episode (default: the scenario's length minus one);
     ``scenarios``: indices into the folder's scenarios (default: all). Returns one
     :class:`ReplayMetrics` per episode, in order; ``progress``: a bar over the scenarios. Runs MetaDrive headless in this process
@@ -216,6 +237,7 @@ def replay_evaluate(
     with state_only_engine():
         env = preloaded_scenario_env_class()(_scenario_env_config(len(loaded)))
     results = []
+    act = policy.act if isinstance(policy, ScenarioPolicy) else policy
     from tqdm import tqdm
 
     try:
@@ -224,7 +246,11 @@ def replay_evaluate(
             sdc = sd["tracks"][next(k for k in sd["tracks"] if str(k) == str(sd["metadata"]["sdc_id"]))]["state"]
             log_xy = np.asarray(sdc["position"], dtype=np.float64)[:, :2]
             log_valid = np.asarray(sdc["valid"], dtype=bool)
+            log_speed = np.hypot(*np.asarray(sdc["velocity"], dtype=np.float64)[:, :2].T)
+            applicable = bool(np.any(log_valid & (log_speed > MOVING_MPS)))
             lane_map = build_lane_map(sd.get("map_features", {}), path)
+            if isinstance(policy, ScenarioPolicy):
+                policy.start_scenario(path)
             env.set_scenario(sd)
             with state_only_engine():
                 env.reset(seed=i)
@@ -237,7 +263,7 @@ def replay_evaluate(
             terminated = False
             while steps < horizon and not terminated:
                 obs = spec.observe(scene_from_rows(_scene_columns(env, lane_map, offset)))
-                action_unit = np.asarray(policy(obs), dtype=np.float64).reshape(spec.ACTION_DIM)
+                action_unit = np.asarray(act(obs), dtype=np.float64).reshape(spec.ACTION_DIM)
                 md_action = physical_to_metadrive(spec.action_to_physical(action_unit), limits)
                 _, _, terminated, _, info = env.step(md_action)
                 steps += 1
@@ -248,6 +274,7 @@ def replay_evaluate(
             results.append(
                 ReplayMetrics(
                     scenario_id=str(sd["metadata"].get("scenario_id", sd.get("id", path.stem))),
+                    applicable=applicable,
                     steps=steps,
                     success=bool(info.get("arrive_dest", False)) and not crashed and not offroad,
                     crashed=crashed,
