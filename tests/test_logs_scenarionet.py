@@ -277,6 +277,28 @@ def test_a_zeroed_velocity_at_a_tracks_last_step_is_dropped_not_read_as_a_stop(t
         [tid for tid, orig in log.extra["track_ids"][0].items() if orig == ends])].min() > 1.0
 
 
+def test_a_box_wider_than_long_is_read_swapped_back_and_steering_is_recovered_as_for_the_true_box(tmp_path):
+    """ScenarioNet's nuScenes sdc is written 1.73 m long and 4.08 m wide; the length is the inverse
+    dynamics' wheelbase, so the swap would shrink every recovered steering angle by 2.4x."""
+    from drive_drail.pairs.convert import ConvertConfig, convert
+
+    vehicles = [SnVehicle("ego", "lane_mid", 10.0, 15.0, to_lane="lane_left"), SnVehicle("101", "lane_right", 30.0, 14.0)]
+    true = make_scenario("true", vehicles=vehicles)
+    swapped = make_scenario("swapped", vehicles=vehicles)
+    state = swapped["tracks"]["ego"]["state"]
+    state["length"], state["width"] = state["width"].copy(), state["length"].copy()
+    assert float(state["length"][0, 0]) < float(state["width"][0, 0])
+    logs = [ScenarioNetReader().read(write_scenarionet(tmp_path / name, [sd])) for name, sd in (("t", true), ("s", swapped))]
+    assert logs[1].extra["swapped_size_tracks"] == {0: ["ego"]} and logs[0].extra["swapped_size_tracks"] == {0: []}
+    ego = _by_original(logs[1], 0, "ego")
+    assert (ego["length_m"] > ego["width_m"]).all()
+    assert float(state["length"][0, 0]) < float(state["width"][0, 0])  # the loaded dict itself is left as it was
+    pairs = [convert(log, ConvertConfig(action_hz=10.0, egos="all")) for log in logs]
+    sdc = [p[p["track_id"].isin(log.extra["sdc_track_ids"][0])] for p, log in zip(pairs, logs)]
+    assert sdc[0]["steer_rad"].abs().max() > 0.01  # the lane change steers
+    np.testing.assert_allclose(sdc[1]["steer_rad"].to_numpy(), sdc[0]["steer_rad"].to_numpy(), atol=1e-6)
+
+
 def test_a_pose_glitch_is_dropped_from_the_pairs_and_counted_in_the_summary(tmp_path):
     from drive_drail.pairs.convert import ConvertConfig, convert_file
     from drive_drail.pairs.storage import read_pairs, summary
@@ -314,6 +336,9 @@ def test_real_nuscenes_scenes_convert_without_placeholder_stops_or_glitches(tmp_
     moving_before = before.set_index(["scene_id", "track_id"])[["vx_mps", "vy_mps"]].pow(2).sum(axis=1).pow(0.5) > 0.5
     ends_at_zero = last.set_index(["scene_id", "track_id"])[["vx_mps", "vy_mps"]].abs().sum(axis=1) == 0.0
     assert not (ends_at_zero & moving_before.reindex(ends_at_zero.index, fill_value=False)).any()
+    sdc = pd.concat([t[(t["scene_id"] == scene) & t["track_id"].isin(ids)] for scene, ids in log.extra["sdc_track_ids"].items()])
+    assert all(tracks == ["ego"] for tracks in log.extra["swapped_size_tracks"].values())  # the Renault Zoe, 4.08 x 1.73 m
+    assert np.allclose(sdc["length_m"], 4.08, atol=0.01) and np.allclose(sdc["width_m"], 1.73, atol=0.01)
     pairs, meta = convert_file(str(folder), str(tmp_path / "pairs.parquet"), "scenarionet", ConvertConfig(action_hz=5.0))
     assert len(pairs) > 500 and pairs["accel_mps2"].abs().max() <= IMPLAUSIBLE_ACCEL_MPS2
     assert sum(meta["dropped_pairs"].values()) < 0.1 * len(pairs)

@@ -16,7 +16,9 @@ Record format:
 - ``scene_id`` = the scenario's position in the folder (0, 1, ...); ``track_id`` = a
   running number within the scene. ``TrackLog.extra`` maps them back:
   ``scenario_ids[scene_id]``, ``track_ids[scene_id][track_id]`` (the original track key),
-  ``sdc_track_ids[scene_id]`` (the pieces of the sdc track).
+  ``sdc_track_ids[scene_id]`` (the pieces of the sdc track), ``swapped_size_tracks[scene_id]``
+  (the track keys whose box is read with length and width swapped back, :func:`swapped_box`: the
+  sdc of every nuScenes conversion).
 - positions stay in the map frame (ENU, y already left); headings are logged
   (``heading_known=True``). Every vehicle track may serve as an expert ego.
 - lane context from the lane centre lines in ``map_features`` (types ``LANE_*`` except
@@ -69,7 +71,7 @@ class ScenarioNetReader:
     def read(self, path: Path) -> TrackLog:
         path = Path(path)
         files = scenario_files(path)
-        tables, scenario_ids, track_ids, sdc_ids, datasets, rates = [], {}, {}, {}, {}, []
+        tables, scenario_ids, track_ids, sdc_ids, swapped, datasets, rates = [], {}, {}, {}, {}, {}, []
         for scene_id, file in enumerate(files):
             sd = safe_load(file)
             table, info = scenario_table(sd, file, scene_id)
@@ -77,6 +79,7 @@ class ScenarioNetReader:
             scenario_ids[scene_id] = info["scenario_id"]
             track_ids[scene_id] = info["track_ids"]
             sdc_ids[scene_id] = info["sdc_track_ids"]
+            swapped[scene_id] = info["swapped_size_tracks"]
             datasets[scene_id] = info["dataset"]
             rates.append((info["frame_rate_hz"], file))
         rate_hz = rates[0][0]
@@ -98,6 +101,7 @@ class ScenarioNetReader:
                 "scenario_files": {i: str(f) for i, f in enumerate(files)},
                 "track_ids": track_ids,
                 "sdc_track_ids": sdc_ids,
+                "swapped_size_tracks": swapped,  # per scene: tracks whose length and width were swapped back
                 "datasets": datasets,
             },
         )
@@ -201,6 +205,23 @@ PLACEHOLDER_MOVING_MPS = 0.5
 """A zero velocity right after a step faster than this is a converter's placeholder, not a stop [m/s]."""
 
 
+MAX_VEHICLE_WIDTH_M = 2.6
+"""The widest road vehicle (the legal limit: 2.55 m in the EU, 2.6 m in the US) [m]."""
+
+
+def swapped_box(length_m: np.ndarray, width_m: np.ndarray) -> np.ndarray:
+    """``[T]`` bool: steps whose box has its length and width swapped: wider than long, and wider
+    than any road vehicle (:data:`MAX_VEHICLE_WIDTH_M`).
+
+    ScenarioNet's nuScenes converter writes the self-driving car (a Renault Zoe, 4.08 x 1.73 m) as
+    length 1.73, width 4.08 m. The length is the bicycle model's wheelbase in the inverse dynamics
+    (:func:`drive_drail.pairs.bicycle.invert`), so the swap would recover every sdc steering angle
+    2.4x too small, and neighbours would see the sdc's box turned across the road. A short trailer
+    (1.8 x 2.2 m in nuScenes) is wider than long and stays as logged.
+    """
+    return (width_m > length_m) & (width_m > MAX_VEHICLE_WIDTH_M)
+
+
 def zero_velocity_placeholders(valid: np.ndarray, speed_mps: np.ndarray) -> np.ndarray:
     """``[T]`` bool: the last valid step of a run whose velocity is exactly zero right after a moving step.
 
@@ -243,6 +264,7 @@ def scenario_table(sd: object, path: Path, scene_id: int) -> tuple[pd.DataFrame,
     }
     track_ids: dict[int, str] = {}
     sdc_track_ids: list[int] = []
+    swapped_tracks: list[str] = []
     next_id = 0
     for key, track in tracks.items():
         where = f"tracks[{key}]"
@@ -277,6 +299,10 @@ def scenario_table(sd: object, path: Path, scene_id: int) -> tuple[pd.DataFrame,
         steps = np.flatnonzero(valid)
         if steps.size == 0:
             continue
+        swapped = swapped_box(arrays["length"], arrays["width"])  # new arrays: the loaded dict stays as it was
+        arrays["length"], arrays["width"] = np.where(swapped, arrays["width"], arrays["length"]), np.where(swapped, arrays["length"], arrays["width"])
+        if swapped[steps].any():
+            swapped_tracks.append(str(key))
         # One track per contiguous run of valid steps (frames must be consecutive).
         piece = np.cumsum(np.concatenate([[True], np.diff(steps) != 1])) - 1
         ids = next_id + piece
@@ -320,6 +346,7 @@ def scenario_table(sd: object, path: Path, scene_id: int) -> tuple[pd.DataFrame,
         "scenario_id": str(sd.get("id", path.stem)),
         "track_ids": track_ids,
         "sdc_track_ids": sdc_track_ids,
+        "swapped_size_tracks": swapped_tracks,
         "dataset": str(metadata.get("dataset", "")),
         "frame_rate_hz": nominal_rate_hz(ts),
     }
