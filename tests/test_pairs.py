@@ -81,6 +81,26 @@ def test_maneuver_and_meta_action_labels():
     assert (stop.loc[stop.index < 4.8, "meta_action"] == spec.MetaAction.SLOWER).all()
 
 
+def test_a_lane_index_change_without_a_boundary_crossing_is_a_hand_off_not_a_lane_change():
+    """Maps cut lanes into pieces whose neighbour lists differ: the index can change while the car
+    drives straight down its lane (Waymo: 65 of 69 index changes). Only a crossing is a lane change."""
+    from drive_drail.pairs import maneuvers
+
+    n = 40
+    index = np.where(np.arange(n) < 20, 1, 0)
+    df = pd.DataFrame({"scene_id": 0, "track_id": 0, "frame": np.arange(n)})
+    tracks = kinematics.track_layout(df)
+    speed, no_ramp = np.full(n, 20.0), np.zeros(n, bool)
+    hand_off = np.full(n, 0.2)  # the same offset from the centre before and after the index change
+    labels = maneuvers.label_rows(index, hand_off, no_ramp, speed, np.zeros(n), tracks, 0.1)
+    assert not labels.is_lane_change.any() and not labels.lane_decision.any()
+    # A crossing to the left: from the old lane's left edge (+1.9 m) to the new lane's right edge (-1.8 m).
+    crossing = np.concatenate([np.linspace(0.0, 1.9, 20), np.linspace(-1.8, 0.0, n - 20)])
+    labels = maneuvers.label_rows(index, crossing, no_ramp, speed, np.full(n, 0.5), tracks, 0.1)
+    assert labels.is_lane_change[20] and labels.is_lane_change[:20].any()
+    assert (labels.lane_decision[10:20] == -1).all()  # the second before the crossing decides LANE_LEFT
+
+
 def test_merge_label_from_on_ramp():
     dt, n = 0.2, 60
     steer = lane_change_actions(n, dt, 10, +1, 0.04)

@@ -224,6 +224,7 @@ def convert(log: TrackLog, config: ConvertConfig = ConvertConfig()) -> pd.DataFr
     lateral_speed = kin.speed_mps * np.sin(kin.heading_rad - lane_heading)
     labels = maneuvers.label_rows(
         df["lane_index"].to_numpy(),
+        df["lane_offset_m"].to_numpy(),
         df["on_ramp"].to_numpy(),
         kin.speed_mps,
         lateral_speed,

@@ -3,7 +3,11 @@
 Row-wise and vectorised (cumulative min/max over event indices, no loop per row).
 
 * lane change: rows within ``lane_change_before_s`` before to ``lane_change_after_s``
-  after a lane-index change of the same track;
+  after a lane-index change of the same track that crosses a lane boundary: the offset from
+  the lane centre jumps across the boundary (from the old lane's left edge to the new lane's
+  right edge, for a change to the left) by more than ``min_crossing_jump_m``. A change of
+  index without that jump is a hand-off between two pieces of the same lane (Waymo and
+  nuPlan maps cut lanes into pieces whose neighbour lists differ), not a lane change;
 * merge: such a window whose change leads from an on-ramp lane into a main lane;
 * stop: rows where speed < ``stop_speed_mps``, or which reach such a row within
   ``stop_lookahead_s`` (the approach).
@@ -38,6 +42,9 @@ class ManeuverConfig:
     """Rows at most this long before a stop belong to the stop manoeuvre (the approach)."""
     meta_accel_threshold_mps2: float = 0.5
     """|accel| above this makes an action period FASTER or SLOWER."""
+    min_crossing_jump_m: float = 1.5
+    """A lane-index change is a boundary crossing only if the lane offset jumps by more than this in
+    the direction of the change (about a lane width, >= 2.5 m, on a real crossing; ~0 on a hand-off) [m]."""
 
 
 class ManeuverLabels(NamedTuple):
@@ -62,6 +69,7 @@ def _next_and_prev_event(event: np.ndarray, tracks: Tracks) -> tuple[np.ndarray,
 
 def label_rows(
     lane_index: np.ndarray,
+    lane_offset_m: np.ndarray,
     on_ramp: np.ndarray,
     speed_mps: np.ndarray,
     lateral_speed_mps: np.ndarray,
@@ -69,17 +77,21 @@ def label_rows(
     dt_s: float,
     config: ManeuverConfig = ManeuverConfig(),
 ) -> ManeuverLabels:
-    """Label every row. ``lateral_speed_mps`` is the velocity across the lane, + = left."""
+    """Label every row. ``lane_offset_m``: from the lane centre, + = left; ``lateral_speed_mps``: the
+    velocity across the lane, + = left. Arrays ``[N]``, rows grouped by track in time order."""
     n = len(lane_index)
     idx = np.arange(n)
     prev_row = np.maximum(idx - 1, 0)
     continues = tracks.pos > 0
     known = (lane_index >= 0) & (lane_index[prev_row] >= 0)
-    changed = (lane_index != lane_index[prev_row]) | (on_ramp != on_ramp[prev_row])
-    event = continues & known & changed
-    # Direction: lane indices grow to the right; crossing a ramp boundary compares
-    # lanes of different edges, so fall back to the lateral speed's sign there.
     lane_step = np.sign(lane_index - lane_index[prev_row])
+    # Lane indices grow to the right: crossing to the left (step -1) leaves the old lane's
+    # left edge (offset ~ +w/2) for the new lane's right edge (~ -w/2), so step * jump ~ +w.
+    crossed = lane_step * (lane_offset_m - lane_offset_m[prev_row]) > config.min_crossing_jump_m
+    changed = ((lane_index != lane_index[prev_row]) & crossed) | (on_ramp != on_ramp[prev_row])
+    event = continues & known & changed
+    # Direction: crossing a ramp boundary compares lanes of different edges, so fall back to
+    # the lateral speed's sign there.
     direction = np.where(on_ramp != on_ramp[prev_row], -np.sign(lateral_speed_mps), lane_step).astype(np.int8)
     merge_event = event & on_ramp[prev_row] & ~on_ramp
 
