@@ -334,7 +334,8 @@ def make_scenario(
     """A ScenarioNet scenario dict on a straight 3-lane road rotated by ``yaw_rad``.
 
     ``neighbor_style``: ``"waymo"`` writes neighbours as dicts with ``feature_id`` (as the
-    Waymo converter does), ``"ids"`` as plain id lists.
+    Waymo converter does), ``"ids"`` as plain id lists, ``"none"`` no neighbour keys at all
+    (as the nuScenes and Argoverse 2 converters do).
     """
     vehicles = sn_default_vehicles() if vehicles is None else vehicles
     ts = np.arange(length) * 0.1
@@ -397,6 +398,9 @@ def make_scenario(
                 "exit_lanes": [],
                 "speed_limit_kmh": 60.0,
             }
+            if neighbor_style == "none":
+                for key in ("left_neighbor", "right_neighbor", "entry_lanes", "exit_lanes"):
+                    del map_features[lane][key]
         for j, l in enumerate((-1.5, 0.5, 1.5)):
             xy = sn_to_map(s_line, np.full(s_line.size, l * SN_LANE_WIDTH_M), yaw_rad, origin_m)
             map_features[f"line{j}"] = {"type": "ROAD_LINE_BROKEN_SINGLE_WHITE", "polyline": xy}

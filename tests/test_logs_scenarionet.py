@@ -78,7 +78,7 @@ def test_invalid_gap_splits_a_track_and_the_sdc_is_mapped(folder):
 
 
 @pytest.mark.parametrize("yaw_rad,origin", [(0.0, (0.0, 0.0)), (0.7, (120.0, -45.0)), (-2.5, (-3.0, 8.0))])
-@pytest.mark.parametrize("neighbor_style", ["waymo", "ids"])
+@pytest.mark.parametrize("neighbor_style", ["waymo", "ids", "none"])
 def test_lane_context_on_a_straight_three_lane_map(tmp_path, yaw_rad, origin, neighbor_style):
     sd = make_scenario("sc0", yaw_rad=yaw_rad, origin_m=origin, neighbor_style=neighbor_style)
     log = read_log(write_scenarionet(tmp_path, [sd]))
@@ -88,6 +88,23 @@ def test_lane_context_on_a_straight_three_lane_map(tmp_path, yaw_rad, origin, ne
         np.testing.assert_allclose(t.lane_offset_m, offset, atol=1e-4)
         np.testing.assert_allclose(np.cos(t.lane_heading_rad - yaw_rad), 1.0, atol=1e-9)
     assert set(log.tracks.lane_count) == {3}
+
+
+def test_a_map_without_neighbour_keys_gets_them_from_its_geometry_and_a_lane_change_is_labelled(tmp_path):
+    """nuScenes and Argoverse 2 lanes carry no neighbour lists: the lane index comes from the geometry."""
+    from drive_drail.logs.scenarionet import build_lane_map
+    from drive_drail.pairs.convert import ConvertConfig, convert
+
+    sd = make_scenario("sc0", yaw_rad=0.4, neighbor_style="none")
+    lane_map = build_lane_map(sd["map_features"], tmp_path)
+    assert lane_map.links_from_geometry
+    assert dict(zip(lane_map.lane_ids, lane_map.lane_index.tolist())) == {"lane_left": 0, "lane_mid": 1, "lane_right": 2}
+    log = read_log(write_scenarionet(tmp_path / "sn", [sd]))
+    pairs = convert(log, ConvertConfig(action_hz=10.0, egos="all"))
+    by_track = {orig: pairs[pairs["track_id"].isin([t for t, o in log.extra["track_ids"][0].items() if o == orig])] for orig in ("101", "102")}
+    assert by_track["102"]["is_lane_change"].any()  # right lane -> middle lane
+    assert not by_track["101"]["is_lane_change"].any()
+    assert not build_lane_map(make_scenario("sc1")["map_features"], tmp_path).links_from_geometry
 
 
 def test_lane_change_on_the_map(folder):
@@ -339,6 +356,7 @@ def test_real_nuscenes_scenes_convert_without_placeholder_stops_or_glitches(tmp_
     sdc = pd.concat([t[(t["scene_id"] == scene) & t["track_id"].isin(ids)] for scene, ids in log.extra["sdc_track_ids"].items()])
     assert all(tracks == ["ego"] for tracks in log.extra["swapped_size_tracks"].values())  # the Renault Zoe, 4.08 x 1.73 m
     assert np.allclose(sdc["length_m"], 4.08, atol=0.01) and np.allclose(sdc["width_m"], 1.73, atol=0.01)
+    assert (log.tracks["lane_count"] >= 2).mean() > 0.2  # no neighbour keys: lanes side by side from the geometry
     pairs, meta = convert_file(str(folder), str(tmp_path / "pairs.parquet"), "scenarionet", ConvertConfig(action_hz=5.0))
     assert len(pairs) > 500 and pairs["accel_mps2"].abs().max() <= IMPLAUSIBLE_ACCEL_MPS2
     assert sum(meta["dropped_pairs"].values()) < 0.1 * len(pairs)

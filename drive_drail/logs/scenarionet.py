@@ -25,7 +25,8 @@ Record format:
   bike lanes): the nearest segment, preferring lanes not pointing against the vehicle's
   heading; ``lane_heading_rad`` is that segment's direction, ``lane_offset_m`` the signed
   distance (+ = left), ``lane_index`` the number of lanes reachable through
-  ``left_neighbor`` links, ``lane_count`` = left chain + 1 + right chain. Without lanes:
+  ``left_neighbor`` links, ``lane_count`` = left chain + 1 + right chain. A map whose lanes carry
+  no neighbour keys (nuScenes, Argoverse 2) gets the links from its geometry. Without lanes:
   ``lane_index`` -1, ``lane_count`` 1, offset 0, lane heading = vehicle heading.
 - ``on_ramp``: ScenarioNet's lane types do not mark ramps; a lane counts as one only if
   its type contains ``RAMP`` or it carries a truthy ``on_ramp`` entry.
@@ -55,6 +56,15 @@ _SEGMENT_PAIRS_PER_CHUNK = 2_000_000
 """Points x segments evaluated at once by the brute-force nearest-lane search (memory bound)."""
 GRID_CELL_M = 20.0
 """Cell size of the nearest-lane search grid: lanes within this distance are found locally."""
+NEIGHBOUR_PROBE_M = 3.5
+"""A map without neighbour lists (nuScenes, Argoverse 2) gets them from its geometry: a lane's left /
+right neighbour is the lane found this far to its side of each of its segments [m] (a lane width)."""
+NEIGHBOUR_TOLERANCE_M = 1.25
+"""... within this distance of that lane's centre line (lanes 2.25-4.75 m apart) [m]."""
+NEIGHBOUR_MAX_ANGLE_DEG = 20.0
+"""... running within this angle of the lane [deg]."""
+NEIGHBOUR_MIN_SHARE = 0.3
+"""... for at least this share of the lane's segments (lanes are cut into pieces that overlap partly)."""
 
 
 class ScenarioNetReader:
@@ -375,6 +385,8 @@ class LaneMap:
     lane_on_ramp: np.ndarray
     """``[L]`` bool."""
     lane_ids: list[str]
+    links_from_geometry: bool = False
+    """The map had no neighbour lists; :func:`geometric_neighbours` made them."""
 
 
 def _neighbor_ids(entries: object) -> list[str]:
@@ -404,7 +416,11 @@ def _chain_length(lane: str, links: dict[str, list[str]]) -> int:
 
 
 def build_lane_map(map_features: object, path: Path) -> LaneMap | None:
-    """The lane centre lines of a scenario's ``map_features``; None if it has no lanes."""
+    """The lane centre lines of a scenario's ``map_features``; None if it has no lanes.
+
+    Lane index and count follow the ``left_neighbor`` / ``right_neighbor`` lists; a map whose lanes
+    carry no such keys gets its links from the geometry (:func:`geometric_neighbours`).
+    """
     if not isinstance(map_features, dict):
         raise LogError(path, f"expected a dict, got {type(map_features).__name__}", column="map_features")
     lanes: dict[str, dict] = {}
@@ -416,8 +432,6 @@ def build_lane_map(map_features: object, path: Path) -> LaneMap | None:
             lanes[str(key)] = feat
     if not lanes:
         return None
-    left = {k: _neighbor_ids(f.get("left_neighbor")) for k, f in lanes.items()}
-    right = {k: _neighbor_ids(f.get("right_neighbor")) for k, f in lanes.items()}
     starts, ends, seg_lane = [], [], []
     lane_ids = list(lanes)
     for i, (key, feat) in enumerate(lanes.items()):
@@ -436,23 +450,68 @@ def build_lane_map(map_features: object, path: Path) -> LaneMap | None:
         starts.append(poly[:-1][keep])
         ends.append(poly[1:][keep])
         seg_lane.append(np.full(int(keep.sum()), i))
-    lane_left = np.array([_chain_length(k, left) for k in lane_ids], np.int64)
-    lane_right = np.array([_chain_length(k, right) for k in lane_ids], np.int64)
-    on_ramp = np.array(
-        [("RAMP" in str(f.get("type", "")).upper()) or bool(f.get("on_ramp", False)) for f in lanes.values()], bool
-    )
     seg_lane_arr = np.concatenate(seg_lane)
     if seg_lane_arr.size == 0:
         return None
-    return LaneMap(
+    n = len(lane_ids)
+    lane_map = LaneMap(
         seg_start_m=np.concatenate(starts),
         seg_end_m=np.concatenate(ends),
         seg_lane=seg_lane_arr,
-        lane_index=lane_left,
-        lane_count=lane_left + 1 + lane_right,
-        lane_on_ramp=on_ramp,
+        lane_index=np.zeros(n, np.int64),
+        lane_count=np.ones(n, np.int64),
+        lane_on_ramp=np.array(
+            [("RAMP" in str(f.get("type", "")).upper()) or bool(f.get("on_ramp", False)) for f in lanes.values()], bool
+        ),
         lane_ids=lane_ids,
     )
+    if any("left_neighbor" in f or "right_neighbor" in f for f in lanes.values()):
+        left = {k: _neighbor_ids(f.get("left_neighbor")) for k, f in lanes.items()}
+        right = {k: _neighbor_ids(f.get("right_neighbor")) for k, f in lanes.items()}
+    else:
+        left, right = geometric_neighbours(lane_map)
+        lane_map.links_from_geometry = True
+    lane_left = np.array([_chain_length(k, left) for k in lane_ids], np.int64)
+    lane_right = np.array([_chain_length(k, right) for k in lane_ids], np.int64)
+    lane_map.lane_index, lane_map.lane_count = lane_left, lane_left + 1 + lane_right
+    return lane_map
+
+
+def geometric_neighbours(lane_map: LaneMap) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """Left and right neighbour lists ``{lane id: [id]}`` of a map that has none, from its centre lines.
+
+    From the middle of every segment, a probe :data:`NEIGHBOUR_PROBE_M` to the left (right) finds
+    its nearest segment heading the same way (:func:`nearest_segment`). It counts as a vote for that
+    segment's lane when the probe lies within :data:`NEIGHBOUR_TOLERANCE_M` of it and the two run
+    within :data:`NEIGHBOUR_MAX_ANGLE_DEG`. A lane's neighbour is the lane with the most votes, if
+    they reach :data:`NEIGHBOUR_MIN_SHARE` of its segments. Lanes that fork or cross at a junction
+    lie on top of each other or across, so they never vote for each other.
+    """
+    a, b = lane_map.seg_start_m, lane_map.seg_end_m
+    d = b - a
+    seg_len2 = np.einsum("sk,sk->s", d, d)
+    u = d / np.sqrt(seg_len2)[:, None]
+    heading = np.arctan2(d[:, 1], d[:, 0])
+    left_normal = np.stack([-u[:, 1], u[:, 0]], axis=1)
+    n_segments = np.bincount(lane_map.seg_lane, minlength=len(lane_map.lane_ids))
+    out = []
+    for side in (1.0, -1.0):
+        probe = 0.5 * (a + b) + side * NEIGHBOUR_PROBE_M * left_normal
+        j = nearest_segment(lane_map, probe, heading)
+        rel = probe - a[j]
+        t = np.clip(np.einsum("sk,sk->s", rel, d[j]) / seg_len2[j], 0.0, 1.0)
+        dist = np.hypot(*(rel - t[:, None] * d[j]).T)
+        vote = (lane_map.seg_lane[j] != lane_map.seg_lane) & (dist < NEIGHBOUR_TOLERANCE_M)
+        vote &= np.cos(heading - heading[j]) > np.cos(np.radians(NEIGHBOUR_MAX_ANGLE_DEG))
+        pairs, count = np.unique(np.stack([lane_map.seg_lane[vote], lane_map.seg_lane[j[vote]]], axis=1), axis=0, return_counts=True)
+        links: dict[str, list[str]] = {k: [] for k in lane_map.lane_ids}
+        best: dict[int, int] = {}
+        for (lane, other), c in zip(pairs.tolist(), count.tolist()):
+            if c >= NEIGHBOUR_MIN_SHARE * n_segments[lane] and c > best.get(lane, 0):
+                best[lane] = c
+                links[lane_map.lane_ids[lane]] = [lane_map.lane_ids[other]]
+        out.append(links)
+    return out[0], out[1]
 
 
 def _segment_cost(
