@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -118,19 +119,18 @@ def main() -> None:
         raise SystemExit(f"{args.data}: needs at least two ScenarioNet folders to leave one out")
     start = time.time()
     work = args.out / "work"
+    shutil.rmtree(work, ignore_errors=True)  # pairs and runs are rebuilt: a stale converter's pairs must not be reused
     tables = []
     for held_out in folders:
         fold = work / f"without-{held_out.name}"
         train_sn = training_folder([f for f in folders if f != held_out], fold / "scenes")
         pairs = fold / "pairs.parquet"
-        if not pairs.exists():
-            cli("convert", str(train_sn), "-o", str(pairs), "--action-hz", f"{DECISION_HZ:g}", "--egos", "moving")
+        cli("convert", str(train_sn), "-o", str(pairs), "--action-hz", f"{DECISION_HZ:g}", "--egos", "moving")
         policies = {"log": "log", "constant": "constant"}
         for seed in args.seeds:
             run = fold / f"bc-s{seed}"
-            if not (run / "actor.pt").exists():
-                cli("train", "--scenario", TRAIN_SCENARIO, "--algo", "bc", "--demos", str(pairs), "--sim", "adapter",
-                    "--n-envs", "1", "--seed", str(seed), "--bc-epochs", str(args.bc_epochs), "--out", str(run), "--quiet")
+            cli("train", "--scenario", TRAIN_SCENARIO, "--algo", "bc", "--demos", str(pairs), "--sim", "adapter",
+                "--n-envs", "1", "--seed", str(seed), "--bc-epochs", str(args.bc_epochs), "--out", str(run), "--quiet")
             policies[f"bc-s{seed}"] = str(run)
         for label, source in policies.items():
             table = metrics_table(replay_evaluate(replay_policy(source), held_out))
