@@ -334,7 +334,8 @@ def make_scenario(
     """A ScenarioNet scenario dict on a straight 3-lane road rotated by ``yaw_rad``.
 
     ``neighbor_style``: ``"waymo"`` writes neighbours as dicts with ``feature_id`` (as the
-    Waymo converter does), ``"ids"`` as plain id lists, ``"none"`` no neighbour keys at all
+    Waymo converter does), ``"ids"`` as plain id lists, ``"nuplan"`` every lane to that side
+    (the farthest first, as nuPlan's maps do), ``"none"`` no neighbour keys at all
     (as the nuScenes and Argoverse 2 converters do).
     """
     vehicles = sn_default_vehicles() if vehicles is None else vehicles
@@ -385,6 +386,8 @@ def make_scenario(
         for i, lane in enumerate(order):
             left = [order[i - 1]] if i > 0 else []
             right = [order[i + 1]] if i + 1 < len(order) else []
+            if neighbor_style == "nuplan":  # every lane to that side, the farthest first
+                left, right = order[:i], order[i + 1 :][::-1]
             if neighbor_style == "waymo":
                 left = [{"feature_id": n, "self_start_index": 0, "self_end_index": s_line.size - 1} for n in left]
                 right = [{"feature_id": n, "self_start_index": 0, "self_end_index": s_line.size - 1} for n in right]

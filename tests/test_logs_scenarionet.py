@@ -78,7 +78,7 @@ def test_invalid_gap_splits_a_track_and_the_sdc_is_mapped(folder):
 
 
 @pytest.mark.parametrize("yaw_rad,origin", [(0.0, (0.0, 0.0)), (0.7, (120.0, -45.0)), (-2.5, (-3.0, 8.0))])
-@pytest.mark.parametrize("neighbor_style", ["waymo", "ids", "none"])
+@pytest.mark.parametrize("neighbor_style", ["waymo", "ids", "nuplan", "none"])
 def test_lane_context_on_a_straight_three_lane_map(tmp_path, yaw_rad, origin, neighbor_style):
     sd = make_scenario("sc0", yaw_rad=yaw_rad, origin_m=origin, neighbor_style=neighbor_style)
     log = read_log(write_scenarionet(tmp_path, [sd]))

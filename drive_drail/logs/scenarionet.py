@@ -25,7 +25,8 @@ Record format:
   bike lanes): the nearest segment, preferring lanes not pointing against the vehicle's
   heading; ``lane_heading_rad`` is that segment's direction, ``lane_offset_m`` the signed
   distance (+ = left), ``lane_index`` the number of lanes reachable through
-  ``left_neighbor`` links, ``lane_count`` = left chain + 1 + right chain. A map whose lanes carry
+  ``left_neighbor`` links (the longest chain: Waymo lists the adjacent lane, nuPlan every lane to
+  the left), ``lane_count`` = left chain + 1 + right chain. A map whose lanes carry
   no neighbour keys (nuScenes, Argoverse 2) gets the links from its geometry. Without lanes:
   ``lane_index`` -1, ``lane_count`` 1, offset 0, lane heading = vehicle heading.
 - ``on_ramp``: ScenarioNet's lane types do not mark ramps; a lane counts as one only if
@@ -404,15 +405,24 @@ def _neighbor_ids(entries: object) -> list[str]:
     return out
 
 
-def _chain_length(lane: str, links: dict[str, list[str]]) -> int:
-    """How many lanes lie beyond ``lane`` following the first existing link each time."""
-    seen, count, cur = {lane}, 0, lane
-    while True:
-        nxt = next((n for n in links.get(cur, []) if n in links), None)
-        if nxt is None or nxt in seen:
-            return count
-        seen.add(nxt)
-        count, cur = count + 1, nxt
+def _chain_lengths(lane_ids: list[str], links: dict[str, list[str]]) -> np.ndarray:
+    """``[L]``: how many lanes lie beyond each lane through its links: the longest chain.
+
+    Converters disagree on what a neighbour list holds. Waymo lists the adjacent lane (or its
+    pieces along the lane); nuPlan lists every lane to that side, the farthest first. The longest
+    chain counts both right: nuPlan's list holds the adjacent lane, whose own list continues the
+    chain. Links to lanes the map lacks are ignored; a cycle is cut where it closes.
+    """
+    memo: dict[str, int] = {}
+
+    def beyond(lane: str, path: frozenset[str]) -> int:
+        if lane in memo:
+            return memo[lane]
+        best = max((1 + beyond(n, path | {n}) for n in links.get(lane, []) if n in links and n not in path), default=0)
+        memo[lane] = best
+        return best
+
+    return np.array([beyond(k, frozenset({k})) for k in lane_ids], np.int64)
 
 
 def build_lane_map(map_features: object, path: Path) -> LaneMap | None:
@@ -471,8 +481,7 @@ def build_lane_map(map_features: object, path: Path) -> LaneMap | None:
     else:
         left, right = geometric_neighbours(lane_map)
         lane_map.links_from_geometry = True
-    lane_left = np.array([_chain_length(k, left) for k in lane_ids], np.int64)
-    lane_right = np.array([_chain_length(k, right) for k in lane_ids], np.int64)
+    lane_left, lane_right = _chain_lengths(lane_ids, left), _chain_lengths(lane_ids, right)
     lane_map.lane_index, lane_map.lane_count = lane_left, lane_left + 1 + lane_right
     return lane_map
 
