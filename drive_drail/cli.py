@@ -50,6 +50,27 @@ def _cmd_summary(args: argparse.Namespace) -> None:
     print(summary(pairs, {**meta, "output": args.pairs}))
 
 
+def _cmd_episodes(args: argparse.Namespace) -> None:
+    from drive_drail.pairs.episodes import episodes, write_minari, write_transitions
+    from drive_drail.pairs.storage import read_pairs
+
+    if (args.output is None) == (args.minari is None):
+        raise UserError("give -o FILE.parquet (transitions) or --minari DATASET_ID, one of the two")
+    if args.output is not None:
+        _output_is_not_input(args.output, args.pairs, "the pairs file")
+        _output_folder(args.output, folder=False)
+    pairs, meta = read_pairs(args.pairs)
+    eps = episodes(pairs, meta, args.pairs)
+    n_transitions = sum(len(e.actions) for e in eps)
+    if args.output is not None:
+        write_transitions(eps, args.output)
+        print(f"wrote {args.output}: {len(eps)} episodes, {n_transitions} transitions")
+    else:
+        dataset = write_minari(eps, args.minari, meta, env_id=args.env, root=args.minari_root, author=args.author,
+                               author_email=args.author_email)
+        print(f"wrote Minari dataset {args.minari} ({dataset.total_episodes} episodes, {dataset.total_steps} steps)")
+
+
 def _cmd_record(args: argparse.Namespace) -> None:
     from drive_drail.record import record_episodes
     from drive_drail.scenario import load_scenario
@@ -236,6 +257,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("summary", help="print the summary of a pairs dataset", description="Print a pairs dataset's summary.")
     p.add_argument("pairs", help="pairs .parquet file")
     p.set_defaults(func=_cmd_summary)
+
+    p = sub.add_parser("episodes", help="write a pairs dataset as episodes: transitions Parquet or a Minari dataset",
+                       description="Consecutive pairs of each expert track as episodes (obs, action, next_obs, "
+                                   "terminal, truncated): a transitions Parquet file (-o) or a Minari dataset (--minari).")
+    p.add_argument("pairs", help="pairs .parquet (from `drive-drail convert`)")
+    p.add_argument("-o", "--output", help="transitions .parquet, one row per transition")
+    p.add_argument("--minari", metavar="DATASET_ID", help="create this Minari dataset, e.g. drive-drail/lane_change/expert-v0")
+    p.add_argument("--minari-root", help="Minari datasets folder (default: $MINARI_DATASETS_PATH or ~/.minari/datasets)")
+    p.add_argument("--env", help="gymnasium id stored as the dataset's eval_env, e.g. drive-drail/lane_change-v0")
+    p.add_argument("--author", help="Minari: the dataset's author")
+    p.add_argument("--author-email", help="Minari: the author's contact")
+    p.set_defaults(func=_cmd_episodes)
 
     p = sub.add_parser("record", help="record a scripted expert's episodes as a drive-drail log",
                        description="Run a scenario's scripted expert and log every vehicle at every simulation step.")
