@@ -15,7 +15,7 @@ from typing import ClassVar
 import gymnasium as gym
 import numpy as np
 
-from drive_drail import spec
+from drive_drail import spec, tasks
 from drive_drail.scenario import Scenario, ScenarioError
 
 # info keys set on every step (floats / bools)
@@ -81,17 +81,9 @@ def step_info(
     arrived: bool = False,
     **extras,
 ) -> dict:
-    """The info dict of one step, with the scenario's success criteria applied.
-
-    Shared by every adapter so that "success" means the same in every simulator:
-    no crash, no off-road, and
-    * lane_change: the route completed (``min_route_completion``) or the simulator's
-      destination reached (``arrived``);
-    * merge: the same, and merged onto a main lane when ``require_merge``;
-    * stop: stopped (``stopped_s >= hold_seconds``) with a gap in ``(0, stopped_before_m]``.
-    ``success`` is True only on the ``final`` step of a successful episode.
-    """
-    criteria = scenario.success
+    """The info dict of one step, with the task's success rule applied (:mod:`drive_drail.tasks`,
+    the rule the batched simulator applies to its ``[B]`` arrays too). ``success`` is True only
+    on the ``final`` step of a successful episode."""
     info = {
         INFO_CRASHED: crashed,
         INFO_OFFROAD: offroad,
@@ -102,14 +94,11 @@ def step_info(
         INFO_TIME_S: time_s,
         **extras,
     }
-    ok = not crashed and not offroad
     if scenario.task == "stop":
         info["gap_m"], info["stopped_s"] = gap_m, stopped_s
-        ok = ok and 0.0 < gap_m <= criteria.stopped_before_m and stopped_s >= criteria.hold_seconds - 1e-9
-    else:
-        ok = ok and (arrived or route_completion >= criteria.min_route_completion)
-        if scenario.task == "merge":
-            info["merged"] = merged
-            ok = ok and (merged or not criteria.require_merge)
-    info[INFO_SUCCESS] = bool(final and ok)
+    elif scenario.task == "merge":
+        info["merged"] = merged
+    m = tasks.Measurements.one(crashed=crashed, offroad=offroad, route_completion=route_completion, arrived=arrived,
+                               merged=merged, gap_m=gap_m, stopped_s=stopped_s)
+    info[INFO_SUCCESS] = bool(final and tasks.task(scenario.task).success(scenario.success, m)[0])
     return info

@@ -40,7 +40,7 @@ from highway_env.road.road import Road
 from highway_env.vehicle.behavior import IDMVehicle
 from highway_env.vehicle.kinematics import Vehicle as HwVehicle
 
-from drive_drail import spec
+from drive_drail import spec, tasks
 from drive_drail.scenario import Scenario, ScenarioError, check_simulator_settings, did_you_mean
 from drive_drail.sim import base, stop_env
 from drive_drail.sim.rows import STATE_COLUMNS, FrameRows, batch_for_all, observe_rows, scene_from_rows
@@ -297,7 +297,8 @@ class HighwayAdapter(base.SpecAdapter):
 
         ego = self.ego
         crashed, offroad = bool(ego.crashed), not ego.on_road
-        terminated = crashed or offroad or (self.scenario.task == "merge" and self._route_completion() >= 1.0)
+        m = tasks.Measurements.one(crashed=crashed, offroad=offroad, route_completion=self._route_completion())
+        terminated = bool(tasks.task(self.scenario.task).terminated("highway", m)[0])
         truncated = not terminated and self.policy_steps >= self.scenario.max_policy_steps
         info = self._info(final=terminated or truncated)
         return self._observe(), 0.0, terminated, truncated, info
@@ -344,7 +345,7 @@ class HighwayAdapter(base.SpecAdapter):
         self._stopped_s = 0.0
         self._obstacle = None
         if task == "lane_change":
-            self._x_goal = self._x_start + success.route_length_m
+            self._x_goal = float(tasks.lane_change.goal_x_m(self._x_start, success))
         elif task == "merge":
             self._x_goal = float(self._hw.config.get("goal_x_m", 370.0))
         else:  # stop: the route ends where the ego's front enters the stop zone
@@ -352,7 +353,7 @@ class HighwayAdapter(base.SpecAdapter):
             if self._obstacle is None:
                 raise ScenarioError(self.scenario.source, f"task 'stop' needs an environment with a stop obstacle (e.g. {stop_env.ENV_ID}), got '{self.scenario.env_id}'", key="env_id")
             rear_x = self._obstacle.position[0] - self._obstacle.LENGTH / 2
-            self._x_goal = rear_x - success.stopped_before_m - ego.LENGTH / 2
+            self._x_goal = float(tasks.stop.goal_x_m(rear_x, ego.LENGTH, success))
 
     def _update_task(self) -> None:
         ego = self.ego
@@ -360,8 +361,7 @@ class HighwayAdapter(base.SpecAdapter):
             self._lane_changes += 1
         self._last_lane = ego.lane_index
         if self.scenario.task == "stop":
-            stopped = abs(ego.speed) < self.scenario.success.max_final_speed_mps
-            self._stopped_s = self._stopped_s + self.policy_dt_s if stopped else 0.0
+            self._stopped_s = float(tasks.stop.stopped_s(self._stopped_s, ego.speed, self.policy_dt_s, self.scenario.success))
 
     def _route_completion(self) -> float:
         span = self._x_goal - self._x_start

@@ -10,7 +10,7 @@ for every scene at once:
 2. run ``frames_per_action`` simulation frames (``AbstractEnv._simulate``), each:
    ``Road.act`` (:func:`behavior.decide`), ``Road.step`` (:func:`physics.bicycle_step`
    then :func:`collision.handle_collisions`);
-3. terminated = crashed or off-road or (merge) route completed; truncated = time limit;
+3. terminated and success: the task rules of :mod:`drive_drail.tasks` on the [B] arrays; truncated = time limit;
    info = the adapter's keys (``sim/base.py``) plus its extras;
 4. observation: ``spec.observe_batch`` on a :class:`spec.SceneBatch` built from the arrays
    in the spec frame (y, vy, heading mirrored; lane fields of the ego's lane);
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from drive_drail import spec
+from drive_drail import spec, tasks
 from drive_drail.scenario import Scenario, ScenarioError
 from drive_drail.sim import base
 from drive_drail.sim.batched import behavior, collision, physics
@@ -243,13 +243,13 @@ class BatchedHighwayEnv:
         x0 = st.x_m[idx, 0].cpu().numpy().astype(np.float64)
         self.x_start[scenes] = x0
         if sc.task == "lane_change":
-            self.x_goal[scenes] = x0 + sc.success.route_length_m
+            self.x_goal[scenes] = tasks.lane_change.goal_x_m(x0, sc.success)
         elif sc.task == "merge":
             self.x_goal[scenes] = float(self.family.config["goal_x_m"])
         else:  # stop: the route ends where the ego's front enters the stop zone
             obs_slot = st.n_vehicles
             rear = (st.x_m[idx, obs_slot] - st.length_m[idx, obs_slot] / 2).cpu().numpy()
-            self.x_goal[scenes] = rear - sc.success.stopped_before_m - st.length_m[idx, 0].cpu().numpy() / 2
+            self.x_goal[scenes] = tasks.stop.goal_x_m(rear, st.length_m[idx, 0].cpu().numpy(), sc.success)
         self.policy_steps[scenes] = 0
         self.lane_changes[scenes] = 0
         self.stopped_s[scenes] = 0.0
@@ -270,9 +270,8 @@ class BatchedHighwayEnv:
         self._update_task()
 
         crashed, offroad, completion = self._outcome()
-        terminated = crashed | offroad
-        if self.scenario.task == "merge":
-            terminated |= completion >= 1.0
+        m = tasks.Measurements(crashed=crashed, offroad=offroad, route_completion=completion)
+        terminated = tasks.task(self.scenario.task).terminated("highway", m)  # highway-env's twin
         truncated = ~terminated & (self.policy_steps >= self.max_policy_steps)
         done = terminated | truncated
         info = self.info(done, crashed, offroad, completion)
@@ -303,8 +302,7 @@ class BatchedHighwayEnv:
         self.last_lane = lane
         if self.scenario.task == "stop":
             speed = self.state.speed_mps[:, 0].cpu().numpy()
-            stopped = np.abs(speed) < self.scenario.success.max_final_speed_mps
-            self.stopped_s = np.where(stopped, self.stopped_s + self.policy_dt_s, 0.0)
+            self.stopped_s = tasks.stop.stopped_s(self.stopped_s, speed, self.policy_dt_s, self.scenario.success)
 
     def _outcome(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         st = self.state
@@ -341,13 +339,12 @@ class BatchedHighwayEnv:
             "action_physical": np.array(self.last_action, dtype=np.float64).reshape(self.num_envs, spec.ACTION_DIM),
             "lane_changes": self.lane_changes.copy(),
         }
-        ok = ~crashed & ~offroad & (completion >= criteria.min_route_completion)
         if self.scenario.task == "merge":
             info["merged"] = ~self._on_ramp[lane].cpu().numpy()
-            ok &= info["merged"] | (not criteria.require_merge)
         elif self.scenario.task == "stop":
             info["gap_m"] = self.gap_m()
             info["stopped_s"] = self.stopped_s.copy()
-            ok &= (info["gap_m"] > 0.0) & (info["gap_m"] <= criteria.stopped_before_m) & (self.stopped_s >= criteria.hold_seconds - 1e-9)
-        info[base.INFO_SUCCESS] = final & ok
+        m = tasks.Measurements(crashed=crashed, offroad=offroad, route_completion=completion, merged=info.get("merged"),
+                               gap_m=info.get("gap_m"), stopped_s=info.get("stopped_s"))
+        info[base.INFO_SUCCESS] = final & tasks.task(self.scenario.task).success(criteria, m)
         return info

@@ -8,7 +8,7 @@ from typing import Callable
 
 import numpy as np
 
-from drive_drail import spec
+from drive_drail import spec, tasks
 from drive_drail.scenario import Scenario, ScenarioError
 from drive_drail.sim import base
 from drive_drail.sim.metadrive.actions import VehicleLimits, _metadrive_to_physical, _physical_to_metadrive
@@ -161,7 +161,8 @@ class MetaDriveAdapter(base.SpecAdapter):
 
         crashed, offroad = self._crashed_offroad()
         completion = self._route_completion()
-        terminated = bool(md_terminated or crashed or offroad or self._arrived() or (self.scenario.task == "lane_change" and completion >= 1.0))
+        m = tasks.Measurements.one(crashed=crashed, offroad=offroad, route_completion=completion)
+        terminated = bool(md_terminated or self._arrived() or tasks.task(self.scenario.task).terminated("metadrive", m)[0])
         truncated = not terminated and self.policy_steps >= self.scenario.max_policy_steps
         info = self._info(final=terminated or truncated, outcome=(crashed, offroad, completion))
         return self._observe(), 0.0, terminated, truncated, info
@@ -329,8 +330,7 @@ class MetaDriveAdapter(base.SpecAdapter):
             self._lane_changes += 1
         self._last_lane = lane
         if self.scenario.task == "stop":
-            stopped = speed_mps(self.ego) < self.scenario.success.max_final_speed_mps
-            self._stopped_s = self._stopped_s + self.policy_dt_s if stopped else 0.0
+            self._stopped_s = float(tasks.stop.stopped_s(self._stopped_s, speed_mps(self.ego), self.policy_dt_s, self.scenario.success))
             self._gap_now_m = self._gap_m()  # read by the route completion and the info of this step
 
     def _gap_m(self) -> float:
