@@ -9,16 +9,8 @@
 One loop serves every algorithm: ``drail``, ``drail-un``, ``gail`` and ``diffail`` differ
 only in the discriminator (``make_discriminator``); ``bc`` stops after behaviour cloning.
 
-Terminations are handled on purpose (METHOD.md pitfalls):
-* time-limit truncation is not termination: the truncated step's reward is bootstrapped
-  with ``gamma * V(s_final)``;
-* a failure (crash, off-road) terminates into an ABSORBING state (DAC, Kostrikov et al. 2019): the
-  discriminator sees absorbing pairs (flag 1) among the agent data, never in the expert
-  data, and the terminal step earns ``r(s, a) + gamma / (1 - gamma) * r(absorbing)``, the
-  return of looping in that state forever. The absorbing pairs weigh ``gamma / (1 - gamma)``
-  each in the discriminator's BCE, their share of the agent's discounted occupancy. So ending an episode is priced by the
-  discriminator rather than by the sign of the reward. A termination at the goal (merge)
-  ends the return there, without the absorbing term: expert episodes end that way too.
+Relabelling (the absorbing state of a failure, its price floor, reward normalisation and the
+time-limit bootstrap) lives in :mod:`drive_drail.train.relabel`, with its reasons.
 """
 
 from __future__ import annotations
@@ -42,7 +34,7 @@ from drive_drail.models.discriminators import make_discriminator
 from drive_drail.models.encoders import NeighbourSetEncoder
 from drive_drail.models.policy import DeterministicActor
 from drive_drail.scenario import load_scenario
-from drive_drail.train import checkpoint
+from drive_drail.train import checkpoint, relabel
 from drive_drail.train.bc import behaviour_clone
 from drive_drail.train.config import TrainConfig
 from drive_drail.train.demos import Demos, load_demos
@@ -50,10 +42,6 @@ from drive_drail.train.envs import make_vec_env
 from drive_drail.train.metrics import MetricsLog
 from drive_drail.train.ppo import PPOSettings, ppo_update
 from drive_drail.train.rollout import collect_rollout
-
-
-ABSORBING_REWARD_SAMPLES = 1024
-"""Draws averaged for the absorbing state's reward (a diffusion reward is a one-sample estimate)."""
 
 
 class TrainingDiverged(RuntimeError):
@@ -89,10 +77,6 @@ class _StopRequest:
 
         if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
-
-
-def _with_flag(obs: np.ndarray, flag: float) -> np.ndarray:
-    return np.concatenate([obs, np.full((len(obs), 1), flag, dtype=np.float32)], axis=1)
 
 
 def _check_finite(model: PPO, iteration: int, values: dict[str, float]) -> None:
@@ -230,9 +214,11 @@ def _train_loop(config, run_dir, env, demos: Demos, expert_obs, expert_act, resu
     bar = tqdm(total=total_timesteps, initial=model.num_timesteps, unit="step", disable=None if progress else True, desc=config.algo)
     buf = model.rollout_buffer
     # Discriminator inputs carry an absorbing-state flag column (0 = a real state).
-    disc_expert_obs = _with_flag(expert_obs, 0.0) if config.absorbing else expert_obs
-    absorbing_obs = _with_flag(np.zeros((1, spec.OBS_DIM), np.float32), 1.0)
-    absorbing_act = np.zeros((1, spec.ACTION_DIM), np.float32)
+    disc_expert_obs = relabel.with_flag(expert_obs, 0.0) if config.absorbing else expert_obs
+
+    def value_fn(obs: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model.policy.predict_values(obs_as_tensor(obs, model.device)).cpu().numpy()[:, 0]
 
     ppo_settings = PPOSettings(config.ppo_epochs, config.batch_size, config.clip_range, config.ent_coef, config.vf_coef,
                                config.max_grad_norm, config.bc_coef, config.separate_grad_clip)
@@ -247,41 +233,22 @@ def _train_loop(config, run_dir, env, demos: Demos, expert_obs, expert_act, resu
         agent_act = np.clip(buf.actions.reshape(n_steps * n_envs, -1), -1.0, 1.0).astype(np.float32)
         row = {}
 
-        # 2. Update phi with the gradient of L_D: expert batch vs agent batch (Eq. 3).
-        disc_agent_obs = _with_flag(agent_obs, 0.0) if config.absorbing else agent_obs
-        a_obs, a_act, a_weight = disc_agent_obs, agent_act, None
+        # 2. Update phi with the gradient of L_D: expert batch vs agent batch (Eq. 3), with one
+        #    absorbing pair per failure on the agent side (relabel.py).
+        disc_agent_obs = relabel.with_flag(agent_obs, 0.0) if config.absorbing else agent_obs
         n_abs = len(rollout.terminated) if config.absorbing else 0
-        if n_abs:
-            # A failure leads to the absorbing state forever: gamma / (1 - gamma) discounted visits
-            # in the agent's occupancy measure, the same factor its reward is paid with below.
-            a_obs = np.concatenate([a_obs, np.repeat(absorbing_obs, n_abs, axis=0)])
-            a_act = np.concatenate([a_act, np.repeat(absorbing_act, n_abs, axis=0)])
-            a_weight = np.ones(len(a_obs), np.float32)
-            a_weight[-n_abs:] = config.gamma / (1.0 - config.gamma)
-        row.update(disc.update(disc_expert_obs, expert_act, a_obs, a_act, a_weight))  # keys already carry "disc/"
+        row.update(disc.update(disc_expert_obs, expert_act, *relabel.discriminator_batch(disc_agent_obs, agent_act, n_abs, config.gamma)))
 
-        # 3. Relabel the collected transitions with r_phi = log D - log(1 - D) (Eq. 4).
+        # 3. Relabel the collected transitions with r_phi = log D - log(1 - D) (Eq. 4); price the
+        #    failures, normalise, bootstrap the time limits.
         reward = disc.reward(disc_agent_obs, agent_act).reshape(n_steps, n_envs).astype(np.float32)
         row["charts/reward_mean"], row["charts/reward_std"] = float(reward.mean()), float(reward.std())
         if n_abs:
-            # Paid ~1/(1 - gamma) times: averaged over many (t, eps) draws, not one noisy sample.
-            r_abs = float(disc.reward(np.repeat(absorbing_obs, ABSORBING_REWARD_SAMPLES, 0),
-                                      np.repeat(absorbing_act, ABSORBING_REWARD_SAMPLES, 0)).mean())
-            row["charts/reward_absorbing"] = r_abs
-            # Ending is never cheaper than driving on: at most the q-quantile of this rollout's step rewards.
-            r_abs = min(r_abs, float(np.quantile(reward, config.crash_floor_quantile)))
-            row["charts/reward_absorbing_paid"] = r_abs
-            for step, env_idx in rollout.terminated:
-                reward[step, env_idx] += config.gamma / (1.0 - config.gamma) * r_abs
-        if config.reward_norm:  # before the bootstrap: V already lives on the normalised scale
-            ret_std.update(reward, buf.episode_starts, config.gamma)
-            reward = reward / ret_std.std
-        if rollout.truncated:  # time limit: bootstrap, the episode would have gone on
-            final_obs = np.stack([o for _, _, o in rollout.truncated]).astype(np.float32)
-            with torch.no_grad():
-                v_final = model.policy.predict_values(obs_as_tensor(final_obs, model.device)).cpu().numpy()[:, 0]
-            for (step, env_idx, _), v in zip(rollout.truncated, v_final):
-                reward[step, env_idx] += config.gamma * v
+            reward, paid = relabel.pay_absorbing(reward, rollout.terminated, disc.reward, config.gamma, config.crash_floor_quantile)
+            row.update(paid)
+        if config.reward_norm:
+            reward = relabel.normalise(reward, buf.episode_starts, ret_std, config.gamma)
+        reward = relabel.bootstrap_truncations(reward, rollout.truncated, value_fn, config.gamma)
         buf.rewards[:] = reward
         with torch.no_grad():
             last_values = model.policy.predict_values(obs_as_tensor(model._last_obs, model.device))
