@@ -212,7 +212,10 @@ def _cmd_report(args: argparse.Namespace) -> None:
     from drive_drail.evaluate.report import write_report
 
     _output_folder(args.output)
-    print(write_report(args.results, args.output, training_logs=args.training_logs, progress=not args.quiet))
+    from drive_drail.evaluate.report import ReportConfig
+
+    print(write_report(args.results, args.output, training_logs=args.training_logs, config=ReportConfig(curve_x=args.curve_x),
+                       progress=not args.quiet))
 
 
 def _cmd_scenarios(args: argparse.Namespace) -> None:
@@ -354,7 +357,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Self-contained HTML report (and a Markdown twin) from evaluation results.")
     p.add_argument("results", nargs="+", help="results folders or files")
     p.add_argument("-o", "--output", required=True, help="report folder")
-    p.add_argument("--training-logs", nargs="*", default=None, help="run folders whose metrics.csv become learning curves")
+    p.add_argument("--training-logs", nargs="*", default=None,
+                   help="run folders (or their metrics.csv) whose curves are drawn, each as PATH or LABEL=PATH")
+    p.add_argument("--curve-x", choices=["step", "wall"], default="step",
+                   help="learning curves against environment steps or training seconds (default: step)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_report)
 

@@ -166,3 +166,21 @@ def test_report_shows_its_progress_on_a_terminal_and_is_quiet_when_asked(tmp_pat
     rc, text = stderr_on_a_terminal(base + ["-o", str(tmp_path / "r2"), "--quiet"])
     assert rc == 0 and "2/2" not in text
     assert (tmp_path / "r2" / "report.html").is_file()
+
+
+def test_learning_curves_take_labels_tell_two_runs_called_train_apart_and_have_a_wall_clock_axis(tmp_path):
+    from drive_drail.evaluate.report import TIME_COLUMNS, curve_x, distinct_names, read_training_log
+
+    rows = pd.DataFrame({"global_step": [1000, 2000, 3000], "charts/episode_success": [0.1, 0.5, 0.9],
+                         **{c: [1.0, 2.0, 3.0] for c in TIME_COLUMNS}})
+    for run in ("a/train", "b/train"):
+        (tmp_path / run).mkdir(parents=True)
+        rows.to_csv(tmp_path / run / "metrics.csv", index=False)
+    sources = [str(tmp_path / "a" / "train"), str(tmp_path / "b" / "train"), f"drail={tmp_path / 'a' / 'train'}"]
+    logs = distinct_names([read_training_log(s) for s in sources], sources)
+    assert [name for name, _ in logs] == ["train (a)", "train (b)", "drail"]
+    assert curve_x(rows, "wall").tolist() == [3.0, 9.0, 18.0]  # the running sum of the iteration times
+    assert curve_x(rows, "step").tolist() == [1000, 2000, 3000]
+    assert curve_x(rows.drop(columns=list(TIME_COLUMNS)), "wall").isna().all()
+    with pytest.raises(UserError, match="no metrics.csv"):
+        read_training_log(f"x={tmp_path / 'nowhere'}")

@@ -85,6 +85,8 @@ class ReportConfig:
     """Frames per GIF at most."""
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
     """Confidence-interval settings."""
+    curve_x: str = "step"
+    """Learning curves against ``step`` (environment steps) or ``wall`` (training seconds)."""
 
 
 @dataclass
@@ -286,9 +288,25 @@ def metric_bars(agg: pd.DataFrame, scenario: str, policies: list[str], metrics: 
     return _png(fig)
 
 
-def read_training_log(path: str | Path) -> tuple[str, pd.DataFrame]:
-    """(run name, metrics table) from a run folder or a ``metrics.csv``."""
-    path = Path(path)
+TIME_COLUMNS = ("time/rollout_s", "time/discriminator_s", "time/ppo_s")
+"""Seconds of each iteration spent simulating, on the discriminator and on PPO (the trainer's metrics)."""
+
+
+def _labelled(source: str | Path) -> tuple[str | None, Path]:
+    """``LABEL=PATH`` -> (LABEL, PATH); a plain path (even one holding '=') -> (None, path)."""
+    text = str(source)
+    label, sep, rest = text.partition("=")
+    if sep and label and not Path(text).exists():
+        return label, Path(rest)
+    return None, Path(text)
+
+
+def read_training_log(source: str | Path) -> tuple[str, pd.DataFrame]:
+    """(label, metrics table) from ``LABEL=PATH`` or ``PATH``: a run folder or a ``metrics.csv``.
+
+    Without a label the run is named after its folder.
+    """
+    label, path = _labelled(source)
     csv = path / "metrics.csv" if path.is_dir() else path
     if not csv.is_file():
         raise UserError(f"{path}: no metrics.csv (give a training run folder or its metrics.csv)")
@@ -298,12 +316,37 @@ def read_training_log(path: str | Path) -> tuple[str, pd.DataFrame]:
         raise UserError(f"{csv}: not a readable CSV ({type(exc).__name__})") from None
     if "global_step" not in frame.columns:
         raise UserError(f"{csv}: column 'global_step' missing: not a drive-drail training log")
-    name = csv.parent.name if csv.name == "metrics.csv" else csv.stem
-    return name, frame
+    return label or (csv.parent.name if csv.name == "metrics.csv" else csv.stem), frame
 
 
-def learning_curves(logs: list[tuple[str, pd.DataFrame]]) -> bytes | None:
-    """Learning-curve panels (:data:`LEARNING_PANELS`) against ``global_step``, one line per run and column."""
+def distinct_names(logs: list[tuple[str, pd.DataFrame]], sources: Sequence[str | Path]) -> list[tuple[str, pd.DataFrame]]:
+    """Runs that share a name (two folders called ``train``) get their source's parent folder appended."""
+    names = [name for name, _ in logs]
+    out = []
+    for (name, frame), source in zip(logs, sources):
+        if names.count(name) > 1:
+            path = _labelled(source)[1].resolve()
+            name = f"{name} ({(path.parent if path.is_dir() else path.parent.parent).name})"
+        out.append((name, frame))
+    return out
+
+
+def curve_x(frame: pd.DataFrame, axis: str) -> pd.Series:
+    """The learning curve's x: ``global_step``, or (``wall``) the training seconds so far, the running sum
+    of :data:`TIME_COLUMNS` (checkpoints and BC excluded); NaN where a run logs no times."""
+    if axis == "step":
+        return pd.to_numeric(frame["global_step"], errors="coerce")
+    if axis != "wall":
+        raise ValueError(f"curve axis must be 'step' or 'wall', got {axis!r}")
+    if not all(c in frame.columns for c in TIME_COLUMNS):
+        return pd.Series(np.nan, index=frame.index)
+    seconds = frame[list(TIME_COLUMNS)].apply(pd.to_numeric, errors="coerce").fillna(0.0).sum(axis=1)
+    return seconds.cumsum()
+
+
+def learning_curves(logs: list[tuple[str, pd.DataFrame]], axis: str = "step") -> bytes | None:
+    """Learning-curve panels (:data:`LEARNING_PANELS`) against ``global_step`` or training seconds
+    (``axis``: :func:`curve_x`), one line per run and column."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -319,11 +362,11 @@ def learning_curves(logs: list[tuple[str, pd.DataFrame]]) -> bytes | None:
         for name, frame in logs:
             for c in cols:
                 if c in frame.columns and frame[c].notna().any():
-                    d = frame[["global_step", c]].apply(pd.to_numeric, errors="coerce").dropna()
+                    d = pd.DataFrame({"x": curve_x(frame, axis), "y": pd.to_numeric(frame[c], errors="coerce")}).dropna()
                     label = name if len(cols) == 1 else f"{name}: {c.split('/')[-1]}"
-                    ax.plot(d["global_step"], d[c], marker="o", markersize=2, label=label)
+                    ax.plot(d["x"], d["y"], marker="o", markersize=2, label=label)
         ax.set_title(title, fontsize=10)
-        ax.set_xlabel("global step (env steps)", fontsize=8)
+        ax.set_xlabel("global step (env steps)" if axis == "step" else "training time (s, without checkpoints)", fontsize=8)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(panels):]:
@@ -502,7 +545,7 @@ def write_report(
     config = config or ReportConfig()
     out_dir = Path(out_dir)
     table, runs = read_results(results_paths)
-    logs = [read_training_log(p) for p in (training_logs or [])]
+    logs = distinct_names([read_training_log(p) for p in (training_logs or [])], list(training_logs or []))
     agg = aggregate(table, config=config.bootstrap)
     policies = list(dict.fromkeys(table["policy"]))
     scenarios = list(dict.fromkeys(table["scenario"]))
@@ -558,9 +601,9 @@ def write_report(
 
     if logs:
         section("Learning curves")
-        curves = learning_curves(logs)
+        curves = learning_curves(logs, config.curve_x)
         if curves is not None:
-            add_image(Image(curves, "png", "learning_curves.png", "training metrics against environment steps: " + ", ".join(n for n, _ in logs)))
+            add_image(Image(curves, "png", "learning_curves.png", f"training metrics against {'environment steps' if config.curve_x == 'step' else 'training time'}: " + ", ".join(n for n, _ in logs)))
         else:
             para("the training logs hold none of the plotted columns", "note")
 
