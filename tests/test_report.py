@@ -63,10 +63,11 @@ def test_report_tables_highlight_the_best_and_the_markdown_twin_matches(tmp_path
     assert page.count('<td class="best">100% [61%, 100%] (n=6)</td>') == 4
     assert md.count("**100% [61%, 100%] (n=6)**") == 4
     assert '<td class="best">50%' not in page.split("Scenario: stop")[0]
-    # per-scenario tables: the trained policy has the lowest ADE (the expert has none)
+    # per-scenario tables: the trained policy's ADE (mean of 3..8) is the only one of a policy that
+    # succeeds (the expert has none, the constant policy never succeeds), so nothing is singled out
     stop = page.split("Scenario: stop")[1].split("</table>")[0]
     trained_row = re.search(r"<tr><th>trained \(eval\)</th>(.*?)</tr>", stop).group(1)
-    assert '<td class="best">5.50 [' in trained_row  # ADE mean of 3..8
+    assert "<td>5.50 [" in trained_row
     # one bar figure per scenario plus the learning curves, inlined and written for the Markdown
     assert page.count("data:image/png;base64,") == 3
     for name in ("stop_metrics.png", "lane_change_metrics.png", "learning_curves.png"):
@@ -184,3 +185,17 @@ def test_learning_curves_take_labels_tell_two_runs_called_train_apart_and_have_a
     assert curve_x(rows.drop(columns=list(TIME_COLUMNS)), "wall").isna().all()
     with pytest.raises(UserError, match="no metrics.csv"):
         read_training_log(f"x={tmp_path / 'nowhere'}")
+
+
+def test_a_policy_that_never_succeeds_is_not_highlighted_for_its_other_metrics():
+    from drive_drail.evaluate.aggregate import aggregate
+    from drive_drail.evaluate.report import scenario_table
+
+    table = constructed_results()
+    table.loc[table["policy"] == "constant", "hard_brakes"] = 0.0  # it crashes before it could brake
+    t = scenario_table(aggregate(table), "stop", ["expert", "trained", "constant"], ["success", "hard_brakes"])
+    col = t.header.index("hard brakes") if "hard brakes" in t.header else 2
+    rows = {r[0]: b for r, b in zip(t.rows, t.best)}
+    assert not rows["constant (eval)"][col]
+    assert rows["expert (eval)"][col] or rows["trained (eval)"][col]
+    assert rows["expert (eval)"][1] and not rows["constant (eval)"][1]  # success still ranks everyone

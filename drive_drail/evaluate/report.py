@@ -209,7 +209,8 @@ def summary_tables(agg: pd.DataFrame, policies: list[str], scenarios: list[str],
 
 
 def scenario_table(agg: pd.DataFrame, scenario: str, policies: list[str], metrics: Sequence[str]) -> Table:
-    """Rows policy (split), columns metrics: mean [95% CI]; best per metric and split highlighted."""
+    """Rows policy (split), columns metrics: mean [95% CI]; best per metric and split highlighted, among the
+    policies that succeed at least once (the success column ranks everyone)."""
     sub = agg[agg["scenario"] == scenario]
     keys = [(p, sp) for sp in sorted(sub["split"].unique(), key=_split_order) for p in policies if ((sub["policy"] == p) & (sub["split"] == sp)).any()]
     metrics = [m for m in metrics if m in set(sub["metric"])]
@@ -223,11 +224,15 @@ def scenario_table(agg: pd.DataFrame, scenario: str, policies: list[str], metric
             mrow.append(np.nan if r is None else r["mean"])
         rows.append(row)
         means.append(mrow)
+    # Only a policy that does the task at all can be best at anything else: a car that crashes at
+    # once has no off-road episodes and no hard brakes.
+    success = [indexed.loc[(p, sp, "success")]["mean"] if (p, sp, "success") in indexed.index else np.nan for p, sp in keys]
     best = [[False] * (len(metrics) + 1) for _ in keys]
     for sp in {k[1] for k in keys}:
         idx = [i for i, k in enumerate(keys) if k[1] == sp]
         for j, m in enumerate(metrics):
-            for i, b in zip(idx, best_mask([means[i][j] for i in idx], m)):
+            values = [means[i][j] if m == "success" or not success[i] == 0.0 else np.nan for i in idx]
+            for i, b in zip(idx, best_mask(values, m)):
                 best[i][j + 1] = b
     header = ["policy (split)", *(METRIC_LABELS.get(m, m) for m in metrics)]
     return Table(f"{scenario}: mean [95% CI: Wilson for rates, bootstrap otherwise] per episode", header, rows, best)
