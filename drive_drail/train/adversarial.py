@@ -34,7 +34,7 @@ from drive_drail.models.discriminators import make_discriminator
 from drive_drail.models.encoders import NeighbourSetEncoder
 from drive_drail.models.policy import DeterministicActor
 from drive_drail.scenario import load_scenario
-from drive_drail.train import checkpoint, relabel
+from drive_drail.train import checkpoint, relabel, sb3_bridge
 from drive_drail.train.bc import behaviour_clone
 from drive_drail.train.config import TrainConfig
 from drive_drail.train.demos import Demos, load_demos
@@ -207,7 +207,7 @@ def _train_loop(config, run_dir, env, demos: Demos, expert_obs, expert_act, resu
             iterations = 0
 
     total_timesteps = iterations * config.n_steps * config.n_envs
-    model._setup_learn(total_timesteps, reset_num_timesteps=not resume)  # logger, first reset of the envs
+    sb3_bridge.start_learning(model, total_timesteps, resume)
     if resume:
         model.num_timesteps = state.global_step
     ret_std = checkpoint.RunningStd() if not resume else state.ret_std
@@ -249,10 +249,7 @@ def _train_loop(config, run_dir, env, demos: Demos, expert_obs, expert_act, resu
         if config.reward_norm:
             reward = relabel.normalise(reward, buf.episode_starts, ret_std, config.gamma)
         reward = relabel.bootstrap_truncations(reward, rollout.truncated, value_fn, config.gamma)
-        buf.rewards[:] = reward
-        with torch.no_grad():
-            last_values = model.policy.predict_values(obs_as_tensor(model._last_obs, model.device))
-        buf.compute_returns_and_advantage(last_values=last_values, dones=model._last_episode_starts)
+        sb3_bridge.compute_returns(model, reward)
         t_relabel = time.perf_counter()
 
         # 4. Update the policy to maximise r_phi with PPO (+ lambda_BC * L_BC on the demonstrations).

@@ -25,6 +25,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from drive_drail.models.encoders import EGO_DIM, PRESENT, SLOT_DIM, set_encoder_of
 from drive_drail.sim.base import INFO_CRASHED, INFO_SPEED_MPS, INFO_SUCCESS
+from drive_drail.train import sb3_bridge
 
 
 @dataclass
@@ -242,22 +243,17 @@ def collect_rollout(model: PPO, env, n_steps: int, key: tuple[int, ...]) -> Segm
 
     ``env``: a :class:`SegmentRunner` or :class:`~drive_drail.train.workers.RolloutWorkers`;
     ``key``: seeds the exploration noise (see :func:`noise_rng`). Leaves rewards at 0, as
-    ``buf.reset()`` made them (the discriminator relabels them); advances ``model._last_obs``,
-    ``model._last_episode_starts`` and ``model.num_timesteps`` as SB3's ``collect_rollouts``
-    does. Returns the merged segment, whose episode ends the relabelling needs.
+    ``buf.reset()`` made them (the discriminator relabels them); advances the model as SB3's
+    ``collect_rollouts`` does (:func:`drive_drail.train.sb3_bridge.load_rollout`). Returns the merged segment, whose episode ends the relabelling needs.
     """
     buf = model.rollout_buffer
     if buf.buffer_size != n_steps:
         raise ValueError(f"the rollout buffer holds {buf.buffer_size} steps per env, the rollout asks for {n_steps}")
     policy = model.policy
     policy.set_training_mode(False)
-    buf.reset()
     segment = Segment.concat(env.collect_segments(ActorSnapshot.from_policy(policy), n_steps, key))
-    buf.observations[:] = segment.obs.reshape(buf.observations.shape)
-    buf.actions[:] = segment.actions.reshape(buf.actions.shape)
-    buf.episode_starts[:] = segment.episode_starts
-    model._last_obs, model._last_episode_starts = segment.last_obs, segment.last_episode_starts
-    model.num_timesteps += n_steps * env.num_envs
+    sb3_bridge.load_rollout(model, segment.obs, segment.actions, segment.episode_starts, segment.last_obs,
+                            segment.last_episode_starts)
 
     # V(s_t) and log pi(a_t | s_t) of the whole rollout in one pass (theta is unchanged).
     n = n_steps * env.num_envs
@@ -265,7 +261,6 @@ def collect_rollout(model: PPO, env, n_steps: int, key: tuple[int, ...]) -> Segm
         values, log_probs, _ = policy.evaluate_actions(
             obs_as_tensor(buf.observations.reshape(n, -1), model.device), torch.as_tensor(buf.actions.reshape(n, -1))
         )
-    buf.values[:] = values.reshape(n_steps, env.num_envs).cpu().numpy()
-    buf.log_probs[:] = log_probs.reshape(n_steps, env.num_envs).cpu().numpy()
-    buf.pos, buf.full = n_steps, True
+    sb3_bridge.mark_full(model, values.reshape(n_steps, env.num_envs).cpu().numpy(),
+                         log_probs.reshape(n_steps, env.num_envs).cpu().numpy())
     return segment
