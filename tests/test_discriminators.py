@@ -134,7 +134,7 @@ def test_diffail_reward_is_minus_log_one_minus_exp_minus_loss(toy):
     disc.update(*toy["expert"], *toy["agent"])
     obs, act = toy["agent_test"]
     with torch.no_grad():
-        loss = disc.diffusion_loss(disc.pairs(obs, act), torch.Generator().manual_seed(4)).double().clamp_min(1e-3)
+        loss = disc.unconditional_loss(disc.pairs(obs, act), torch.Generator().manual_seed(4)).double().clamp_min(1e-3)
     expected = -np.log(1 - np.exp(-loss.numpy()))
     np.testing.assert_allclose(disc.reward(obs, act, seed=4), expected, rtol=1e-4, atol=1e-5)
 

@@ -26,7 +26,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from drive_drail.models.diffusion import NoisePredictor, add_noise, alpha_bar_from_betas, cosine_beta_schedule, sample_mirrored_timesteps
 from drive_drail.models.diffusion_discriminator import DiffusionDiscriminator, DiffusionDiscriminatorConfig
 from drive_drail.models.discriminator_base import TrainableDiscriminator, bce_on_logits
 
@@ -179,7 +178,7 @@ class GAILDiscriminator(TrainableDiscriminator):
 # --------------------------------------------------------------------------------------
 
 
-class DiffAILDiscriminator(TrainableDiscriminator):
+class DiffAILDiscriminator(DiffusionDiscriminator):
     """DiffAIL-style baseline: an UNCONDITIONAL diffusion model of the EXPERT pairs only.
 
     Training minimises the plain diffusion loss (Eq. 1 without a label) on expert pairs;
@@ -189,42 +188,26 @@ class DiffAILDiscriminator(TrainableDiscriminator):
     about ``-log(loss_floor)`` (6.9 for 1e-3) where the denoiser is near-perfect (t close to T).
     The reward is always positive: the trainer must handle terminations on purpose (METHOD.md).
 
-    Uses :class:`DiffusionDiscriminatorConfig`; ``label_dim`` and ``scoring`` do not apply.
+    The network, the noise schedule and Eq. 1 are DRAIL-UN's unconditional path
+    (:class:`DiffusionDiscriminator` with ``conditional=False``); only the training signal
+    and the reward differ. Uses :class:`DiffusionDiscriminatorConfig`; ``label_dim`` and
+    ``scoring`` do not apply.
     """
 
     name = "diffail"
     state_kind = "drive_drail.DiffAILDiscriminator"
     state_label = "DiffAIL discriminator"
+    matched_keys = ("obs_dim", "act_dim")
 
     def __init__(
         self, obs_dim: int, act_dim: int, config: DiffusionDiscriminatorConfig | None = None, seed: int = 0
     ):
-        self.config = config = config or DiffusionDiscriminatorConfig()
-        self.obs_dim, self.act_dim, self.x_dim = obs_dim, act_dim, obs_dim + act_dim
-        self.device = torch.device(config.device)
-        self.n_timesteps = config.n_timesteps
-        self.alpha_bar = alpha_bar_from_betas(cosine_beta_schedule(config.n_timesteps)).to(self.device, torch.float32)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            self.net = NoisePredictor(self.x_dim, 0, config).to(self.device)
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr)
-        self.noise_generator = torch.Generator(device=self.device).manual_seed(seed)
-        self.shuffle_generator = torch.Generator().manual_seed(seed + 1)
-        self.n_updates = 0
+        super().__init__(obs_dim, act_dim, config, seed, conditional=False)
+        self.name = "diffail"
 
-    def diffusion_loss(self, x0: torch.Tensor, generator: torch.Generator, n_samples: int = 1) -> torch.Tensor:
-        """Eq. 1 without a label, ``[B]``: mean over x_dim of ``(eps_hat - eps)^2``, one mirrored t
-        and one eps per pair, averaged over ``n_samples`` draws. The network runs in chunks of
-        ``config.chunk_size`` rows after the noise is drawn, so chunking never changes a result."""
-        total: torch.Tensor | float = 0.0
-        size = self.config.chunk_size
-        for _ in range(n_samples):
-            t = sample_mirrored_timesteps(x0.shape[0], self.n_timesteps, generator, self.device)
-            eps = torch.randn(x0.shape, generator=generator, device=self.device)
-            x_t = add_noise(x0, eps, t, self.alpha_bar)
-            eps_hat = torch.cat([self.net(x_t[i : i + size], t[i : i + size]) for i in range(0, len(x0), size)])
-            total = total + ((eps_hat - eps) ** 2).mean(dim=-1)
-        return total / n_samples
+    def unconditional_loss(self, x0: torch.Tensor, generator: torch.Generator, n_samples: int = 1) -> torch.Tensor:
+        """Eq. 1 without a label, ``[B]``, averaged over ``n_samples`` (t, eps) draws (:meth:`expected_losses`)."""
+        return self.expected_losses(x0, generator, n_samples)[0]
 
     def update(
         self,
@@ -241,10 +224,10 @@ class DiffAILDiscriminator(TrainableDiscriminator):
         expert_x, agent_x = self.pairs(expert_obs, expert_act), self.pairs(agent_obs, agent_act)
 
         def minibatch_loss(expert_batch: torch.Tensor, agent_batch: torch.Tensor, _weight) -> tuple[torch.Tensor, ...]:
-            l_expert = self.diffusion_loss(expert_batch, self.noise_generator)
+            l_expert = self.unconditional_loss(expert_batch, self.noise_generator)
 
             def d_agent() -> torch.Tensor:  # a metric only: scored after the step, without gradient
-                return torch.exp(-self.diffusion_loss(agent_batch, self.noise_generator))
+                return torch.exp(-self.unconditional_loss(agent_batch, self.noise_generator))
 
             return l_expert.mean(), torch.exp(-l_expert.detach()), d_agent
 
@@ -255,7 +238,7 @@ class DiffAILDiscriminator(TrainableDiscriminator):
         """``-log(1 - D) = -log(-expm1(-L))`` ``[B]`` float32, averaging ``config.reward_samples`` draws of L."""
         generator = self.noise_generator if seed is None else torch.Generator(device=self.device).manual_seed(seed)
         self.net.eval()
-        loss = self.diffusion_loss(self.pairs(obs, act), generator, self.config.reward_samples)
+        loss = self.unconditional_loss(self.pairs(obs, act), generator, self.config.reward_samples)
         loss = loss.clamp_min(self.config.loss_floor)
         return (-torch.log(-torch.expm1(-loss))).float().cpu().numpy()
 
