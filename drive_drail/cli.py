@@ -71,6 +71,21 @@ def _cmd_episodes(args: argparse.Namespace) -> None:
         print(f"wrote Minari dataset {args.minari} ({dataset.total_episodes} episodes, {dataset.total_steps} steps)")
 
 
+def _cmd_sweep(args: argparse.Namespace) -> None:
+    from drive_drail.train.sweep import run_sweep
+
+    if args.cpus is not None and args.cpus < 1:
+        raise UserError(f"--cpus must be at least 1, got {args.cpus}")
+    table = run_sweep(args.sweep, address=args.ray, cpus=args.cpus, progress=not args.quiet)
+    cols = [c for c in ("trial", "status", "wall_s", "global_step", "charts/episode_success") if c in table.columns]
+    print(table[cols].to_string(index=False))
+    failed = table[table["status"] == "failed"]
+    for _, row in failed.iterrows():
+        print(f"failed: {row['trial']}: {row.get('error', '')}", file=sys.stderr)
+    if len(failed):
+        raise UserError(f"{len(failed)} of {len(table)} trials failed; run the sweep again to retry them from their checkpoints")
+
+
 def _cmd_record(args: argparse.Namespace) -> None:
     from drive_drail.record import record_episodes
     from drive_drail.scenario import load_scenario
@@ -272,6 +287,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--author", help="Minari: the dataset's author")
     p.add_argument("--author-email", help="Minari: the author's contact")
     p.set_defaults(func=_cmd_episodes)
+
+    p = sub.add_parser("sweep", help="train a grid of runs (scenario x algorithm x seed x settings) on Ray",
+                       description="Train every trial of a sweep file on Ray (a local instance or a cluster), one CPU each; "
+                                   "finished trials are reused and killed ones resume from their checkpoints. "
+                                   "Writes OUT/sweep.csv, one row per trial.")
+    p.add_argument("sweep", help="sweep file (YAML or JSON: out, base, cases, grid; see drive_drail/train/sweep.py)")
+    p.add_argument("--ray", default="local", help="Ray address: 'local' (default) for an instance on this machine, 'auto' or ray://host:port")
+    p.add_argument("--cpus", type=int, default=None, help="CPUs of the local Ray instance: trials run at once (default: all)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_sweep)
 
     p = sub.add_parser("record", help="record a scripted expert's episodes as a drive-drail log",
                        description="Run a scenario's scripted expert and log every vehicle at every simulation step.")

@@ -264,16 +264,26 @@ def config_from_file(path: str) -> dict[str, object]:
         raise UserError(f"{path}: not a text file") from None
     if data is None:
         data = {}
+    return checked_settings(data, path)
+
+
+def checked_settings(data: object, source: str, where: str = "", exclude: tuple[str, ...] = ()) -> dict[str, object]:
+    """``data`` as ``{TrainConfig field: value}``, each value checked against its field's type; an
+    unknown key (or one of ``exclude``) or a wrong value is a :class:`UserError` naming ``source``
+    and the key (prefixed by ``where``, e.g. ``grid.``)."""
+    from drive_drail.errors import UserError
+
     if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a mapping of TrainConfig fields, got {type(data).__name__}")
+        what = f"'{where.rstrip('.')}' to be " if where else ""
+        raise UserError(f"{source}: expected {what}a mapping of TrainConfig fields, got {type(data).__name__}")
     defaults = TrainConfig()
-    known = {f.name for f in fields(TrainConfig)}
+    known = {f.name for f in fields(TrainConfig)} - set(exclude)
     values: dict[str, object] = {}
     for key, value in data.items():
         if key not in known:
-            raise UserError(f"{path}: unknown key {key!r} (TrainConfig fields: {', '.join(sorted(known))})")
+            raise UserError(f"{source}: unknown key {where}{key!r} (TrainConfig fields: {', '.join(sorted(known))})")
         try:
             values[key] = _field_value(key, value, getattr(defaults, key))
         except ValueError as exc:
-            raise UserError(f"{path}: key {key!r} must be {exc}, got {value!r}") from None
+            raise UserError(f"{source}: key {where}{key!r} must be {exc}, got {value!r}") from None
     return values
