@@ -199,3 +199,21 @@ def test_a_policy_that_never_succeeds_is_not_highlighted_for_its_other_metrics()
     assert not rows["constant (eval)"][col]
     assert rows["expert (eval)"][col] or rows["trained (eval)"][col]
     assert rows["expert (eval)"][1] and not rows["constant (eval)"][1]  # success still ranks everyone
+
+
+def test_paired_differences_to_the_expert_use_the_same_seeds(tmp_path, results_dir):
+    from drive_drail.evaluate.aggregate import paired_differences
+
+    table = constructed_results()
+    paired = paired_differences(table, "expert").set_index(["policy", "scenario", "split", "metric"])
+    trained = paired.loc[("trained", "stop", "eval", "success")]
+    assert trained["n"] == 6 and trained["mean"] == pytest.approx(-0.5)
+    assert -1.0 <= trained["ci_low"] < -0.5 < trained["ci_high"] <= 0.0
+    constant = paired.loc[("constant", "stop", "eval", "success")]
+    assert constant["mean"] == constant["ci_low"] == constant["ci_high"] == -1.0  # fails every seed the expert passes
+    # a seed the expert did not play is not paired
+    fewer = table[~((table["policy"] == "expert") & (table["seed"] == 1_000_000))]
+    assert paired_differences(fewer, "expert").set_index(["policy", "scenario", "split", "metric"]).loc[("trained", "stop", "eval", "success"), "n"] == 5
+    assert paired_differences(table[table["policy"] != "expert"], "expert").empty
+    page = write_report([results_dir], tmp_path / "r", config=ReportConfig(render=False)).read_text()
+    assert "Paired with the expert on the same seeds" in page and "-50.0 pp" in page

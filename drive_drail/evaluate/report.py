@@ -32,7 +32,7 @@ import pandas as pd
 
 from drive_drail.atomic import atomic_path, write_text
 from drive_drail.errors import UserError
-from drive_drail.evaluate.aggregate import BootstrapConfig, aggregate
+from drive_drail.evaluate.aggregate import BootstrapConfig, aggregate, paired_differences
 from drive_drail.evaluate.metrics import HIGHER_IS_BETTER, METRIC_COLUMNS
 from drive_drail.evaluate.policies import PolicySpec
 from drive_drail.evaluate.runner import read_results, readable, scenario_from_record, versions
@@ -236,6 +236,23 @@ def scenario_table(agg: pd.DataFrame, scenario: str, policies: list[str], metric
                 best[i][j + 1] = b
     header = ["policy (split)", *(METRIC_LABELS.get(m, m) for m in metrics)]
     return Table(f"{scenario}: mean [95% CI: Wilson for rates, bootstrap otherwise] per episode", header, rows, best)
+
+
+def paired_table(paired: pd.DataFrame) -> Table:
+    """Rows policy (scenario, split), columns the paired metrics: difference [95% CI] (n pairs)."""
+    metrics = list(dict.fromkeys(paired["metric"]))
+    keys = list(dict.fromkeys(zip(paired["policy"], paired["scenario"], paired["split"])))
+    indexed = paired.set_index(["policy", "scenario", "split", "metric"])
+    rows = []
+    for p, sc, sp in keys:
+        row = [f"{p} ({sc}, {sp})"]
+        for m in metrics:
+            r = indexed.loc[(p, sc, sp, m)]
+            scale, unit = (100.0, " pp") if m in RATE_METRICS else (1.0, "")
+            row.append(f"{scale * r['mean']:+.1f}{unit} [{scale * r['ci_low']:+.1f}, {scale * r['ci_high']:+.1f}] (n={int(r['n'])})")
+        rows.append(row)
+    header = ["policy (scenario, split)", *(f"{METRIC_LABELS.get(m, m)} minus the expert's" for m in metrics)]
+    return Table("paired differences to the expert", header, rows, [[False] * (len(metrics) + 1) for _ in rows])
 
 
 def _split_order(split: str) -> tuple[int, str]:
@@ -588,6 +605,12 @@ def write_report(
     section("Summary: success rate")
     for t in summary_tables(agg, policies, scenarios, "success"):
         add_table(t)
+    paired = paired_differences(table, "expert", config=config.bootstrap)
+    if len(paired):
+        section("Paired with the expert on the same seeds")
+        para("Each policy minus the scripted expert on the episodes both played from the same seed: mean "
+             "difference with a 95% bootstrap CI over the seed pairs (0 = the expert's level).")
+        add_table(paired_table(paired))
 
     from tqdm import tqdm
 
