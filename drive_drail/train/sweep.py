@@ -130,21 +130,20 @@ def _ray_trial(settings: dict[str, Any], run_dir: str) -> dict[str, Any]:
     return run_trial(settings, run_dir)
 
 
-def run_sweep(path: str | Path, address: str | None = None, cpus: int | None = None, progress: bool = True) -> pd.DataFrame:
-    """Run every trial of the sweep file ``path`` on Ray and write ``OUT/sweep.csv``; returns that table.
+def run_trials(trials: list[tuple[str, dict[str, Any]]], out: str | Path, address: str | None = None,
+               cpus: int | None = None, progress: bool = True) -> pd.DataFrame:
+    """Run ``[(name, TrainConfig settings)]`` as Ray tasks into ``out/<name>``; one row per trial, in order.
 
     ``address``: a Ray cluster (``auto``, ``ray://host:10001``), or None / ``local`` for a local instance
     of ``cpus`` CPUs (default: all); an already initialised Ray is used as it is.
     """
-    out, trials = read_sweep(path)
     try:
         import ray
     except ImportError:
-        raise UserError("drive-drail sweep runs on Ray: pip install 'drive-drail[ray]'") from None
+        raise UserError("sweeps run on Ray: pip install 'drive-drail[ray]'") from None
     from tqdm import tqdm
 
-    from drive_drail.atomic import atomic_path
-
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if not ray.is_initialized():
         local = address in (None, "", "local")
@@ -165,7 +164,15 @@ def run_sweep(path: str | Path, address: str | None = None, cpus: int | None = N
                     result = {"run": str(out / name), "status": "failed", "error": f"{type(exc).__name__}"}
                 rows[name] = {"trial": name, **settings, **result}
                 bar.update(1)
-    table = pd.DataFrame([rows[name] for name, _ in trials])
+    return pd.DataFrame([rows[name] for name, _ in trials])
+
+
+def run_sweep(path: str | Path, address: str | None = None, cpus: int | None = None, progress: bool = True) -> pd.DataFrame:
+    """Run every trial of the sweep file ``path`` (:func:`run_trials`) and write ``OUT/sweep.csv``; returns that table."""
+    from drive_drail.atomic import atomic_path
+
+    out, trials = read_sweep(path)
+    table = run_trials(trials, out, address, cpus, progress)
     with atomic_path(out / "sweep.csv") as tmp:
         table.to_csv(tmp, index=False)
     return table
