@@ -18,7 +18,9 @@ the batched simulator when the other scenario is highway-env's, else ``--eval-ep
 
 Success is given per seed and pooled over seeds with a Wilson 95% interval. ``--demo-episodes``
 takes several values for the data-efficiency curve. Every adversarial learner trains with the scenario
-file's lambda_BC (``training.bc_coef``) unless ``--bc-coef`` sets one for all. Each scenario's result is written to
+file's lambda_BC (``training.bc_coef``) unless ``--bc-coef`` sets one for all. The training runs are the
+trials of a sweep on Ray (:mod:`drive_drail.train.sweep`, ``--jobs`` at once, or a cluster with ``--ray``):
+a killed run resumes from its checkpoint when the benchmark runs again with ``--reuse``. Each scenario's result is written to
 ``--out/<scenario>.json`` (runs already finished are reused with ``--reuse``, so a table can be
 built in pieces); ``RESULTS.md`` and ``results.json`` are rebuilt from every scenario file in
 ``--out``.
@@ -30,12 +32,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import shlex
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -51,16 +51,24 @@ def rate(outcomes: np.ndarray) -> dict:
     return {"rate": k / n if n else float("nan"), "n": n, "ci95": list(wilson(k, n))}
 
 
-def timed_train(config) -> float:
-    """Train one run (in a pool worker); returns its wall time in seconds."""
-    import torch
+def train_runs(configs: list, args) -> None:
+    """Train ``configs`` as trials of a sweep on Ray (``drive_drail.train.sweep``: one CPU each, ``--jobs``
+    at once on a local instance, or on the cluster at ``--ray``); writes each run's ``wall_time.json``."""
+    from dataclasses import asdict
 
-    from drive_drail.train.adversarial import train
+    from drive_drail.train.sweep import run_trials
 
-    torch.set_num_threads(max(1, config.torch_threads))
-    t0 = time.time()
-    train(config, progress=False)
-    return time.time() - t0
+    by_folder: dict[Path, list] = {}
+    for config in configs:
+        by_folder.setdefault(Path(config.out).parent, []).append(config)
+    for folder, group in by_folder.items():
+        trials = [(Path(c.out).name, {k: v for k, v in asdict(c).items() if k != "out"}) for c in group]
+        rows = run_trials(trials, folder, address=args.ray, cpus=args.jobs, progress=False)
+        failed = rows[rows["status"] == "failed"]
+        if len(failed):
+            raise SystemExit(f"training failed: {failed['trial'].iloc[0]}: {failed['error'].iloc[0]}")
+        for _, row in rows.iterrows():
+            write_json(Path(row["run"]) / "wall_time.json", {"train_s": float(row["wall_s"])})
 
 
 def train_config(args, scenario: str, algo: str, seed: int, demos: Path, run_dir: Path):
@@ -102,12 +110,13 @@ def run_scenario(args, name: str) -> dict:
         runs = {(algo, seed): folder / f"{algo}-s{seed}" for algo in args.algos for seed in args.seeds}
         todo = []
         for (algo, seed), run_dir in runs.items():
-            if not (args.reuse and (run_dir / "wall_time.json").exists()):
+            if args.reuse and (run_dir / "wall_time.json").exists():
+                continue
+            if not args.reuse:  # with --reuse a killed run resumes from its checkpoint (its wall time: the rest only)
                 shutil.rmtree(run_dir, ignore_errors=True)
-                todo.append(train_config(args, name, algo, seed, pairs_path, run_dir))
-        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("forkserver")) as pool:
-            for config, wall_s in zip(todo, pool.map(timed_train, todo)):
-                write_json(Path(config.out) / "wall_time.json", {"train_s": wall_s})
+            todo.append(train_config(args, name, algo, seed, pairs_path, run_dir))
+        if todo:
+            train_runs(todo, args)
         actors = {f"{algo}-s{seed}": DeterministicActor.load(run_dir / "actor.pt") for (algo, seed), run_dir in runs.items()}
         acts = {label: actor.act for label, actor in actors.items()}  # the scripted expert drives its own simulator only
 
@@ -272,7 +281,8 @@ def main() -> None:
                         help="lambda_BC of the PPO loss for every adversarial learner (default: each scenario file's)")
     parser.add_argument("--policy-encoder", choices=list(POLICY_ENCODERS), default=TrainConfig.policy_encoder,
                         help="how actor and critic read the neighbour slots (train --policy-encoder)")
-    parser.add_argument("--jobs", type=int, default=2, help="training runs at once (1 torch thread each on 2 cores)")
+    parser.add_argument("--jobs", type=int, default=2, help="training runs at once on the local Ray instance (1 torch thread each)")
+    parser.add_argument("--ray", default="local", help="Ray address for the training runs: 'local' (default), 'auto' or ray://host:port")
     parser.add_argument("--demo-episodes", nargs="+", type=int, default=[200], help="several values: the data-efficiency curve")
     parser.add_argument("--scenes", type=int, default=2000, help="held-out scenes per policy in the batched simulator")
     parser.add_argument("--split-scenes", type=int, default=500, help="scenes per generalization split (0: skip)")

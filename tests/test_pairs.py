@@ -137,3 +137,15 @@ def test_smoothing_keeps_linear_motion_and_track_boundaries():
     tracks = kinematics.track_layout(df)
     sm = kinematics.smooth(df.x_m.to_numpy(), tracks, 3)
     np.testing.assert_allclose(sm, df.x_m.to_numpy(), atol=1e-9)
+
+
+def test_an_action_beyond_the_spec_range_is_dropped_and_counted_not_clipped_and_the_limit_itself_is_kept():
+    dt, k = 1.0 / 15.0, 3
+    accel = np.array([1.0] * 8 + [7.0] * 3 + [spec.ACCEL_RANGE_MPS2[0]] * 4 + [0.0] * 8)  # 7 m/s^2: beyond +5
+    states = simulate_track(accel, np.zeros(len(accel)), k, dt, speed0=20.0)
+    log = TrackLog(finalize_tracks(track_rows(states, 0, dt)), "hard", "simlog", 15.0, True)
+    pairs = convert(log, ConvertConfig(egos="all"))
+    reason = "accel beyond the spec's [-5, 5] m/s^2"
+    assert pairs.attrs["dropped_pairs"] == {reason: 3}
+    assert len(pairs) == len(accel) - 3
+    assert (pairs["accel_mps2"] == np.float32(spec.ACCEL_RANGE_MPS2[0])).sum() == 4  # braking at the limit stays

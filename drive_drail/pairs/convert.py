@@ -55,14 +55,25 @@ IMPLAUSIBLE_ACCEL_MPS2 = 15.0
 """A recovered |acceleration| beyond this (1.5 g) is a pose glitch of the log, not driving [m/s^2]."""
 
 
+RANGE_TOLERANCE_MPS2 = 1e-4
+"""A recovered acceleration this close outside the spec's range is the range itself (an expert braking
+at the limit, inverted in float64) [m/s^2]."""
+
+
 def implausible_actions(accel_mps2: np.ndarray, steer_rad: np.ndarray) -> dict[str, np.ndarray]:
-    """``{reason: [N] bool}`` of recovered actions no vehicle could have applied: dropped, and counted in the summary.
+    """``{reason: [N] bool}`` of recovered actions that are dropped, and counted in the summary: ones no vehicle
+    could have applied, and ones beyond the spec's action range, which a policy cannot output (training
+    would clip them silently to an action the driver did not take).
 
     Steering beyond the spec's range comes from inverting the bicycle model at walking pace, where
     ``steer = atan(L * yaw_rate / v)`` amplifies heading noise; training would clip it silently.
     """
+    glitch = ~(np.abs(accel_mps2) <= IMPLAUSIBLE_ACCEL_MPS2)
     return {
-        f"|accel| > {IMPLAUSIBLE_ACCEL_MPS2:g} m/s^2": ~(np.abs(accel_mps2) <= IMPLAUSIBLE_ACCEL_MPS2),
+        f"|accel| > {IMPLAUSIBLE_ACCEL_MPS2:g} m/s^2": glitch,
+        f"accel beyond the spec's [{spec.ACCEL_RANGE_MPS2[0]:g}, {spec.ACCEL_RANGE_MPS2[1]:g}] m/s^2":
+            ~glitch & ~((accel_mps2 >= spec.ACCEL_RANGE_MPS2[0] - RANGE_TOLERANCE_MPS2)
+                        & (accel_mps2 <= spec.ACCEL_RANGE_MPS2[1] + RANGE_TOLERANCE_MPS2)),
         f"|steer| > {spec.STEER_RANGE_RAD[1]:.3f} rad": ~(np.abs(steer_rad) <= spec.STEER_RANGE_RAD[1]),
     }
 
