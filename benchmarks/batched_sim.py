@@ -77,6 +77,17 @@ def run_job(job: dict, queue: mp.Queue) -> None:
                 env.reset()
 
         b = 1
+    elif kind == "envpool":
+        import envpool
+
+        b = job["b"]
+        env = envpool.make("HighwayFast-v0", env_type="gymnasium", num_envs=b, batch_size=b, num_threads=job["envpool_threads"],
+                           lanes_count=3, vehicles_count=20, simulation_frequency=10, policy_frequency=5, seed=0)
+        env.reset()
+
+        def step():
+            env.step(rng.integers(0, 5, size=b))  # EnvPool auto-resets finished envs itself
+
     elif kind == "highway_2proc":
         from stable_baselines3.common.vec_env import SubprocVecEnv
 
@@ -144,6 +155,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0, help="minimum timed seconds per configuration")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads of the batched runs; 0 leaves torch's default")
     parser.add_argument("--device", default="cpu", help="torch device of the batched simulator (cuda runs float32)")
+    parser.add_argument("--envpool-threads", type=int, default=2, help="EnvPool worker threads (0: skip EnvPool)")
     parser.add_argument("--out", default=None, help="also write the JSON here (atomically)")
     args = parser.parse_args()
 
@@ -151,6 +163,13 @@ def main() -> None:
     highway = [measure({**common, "kind": "highway_1proc", "min_steps": 20}), measure({**common, "kind": "highway_2proc", "min_steps": 20})]
     batched = [measure({**common, "kind": "batched", "b": b, "device": args.device, "min_steps": 3}) for b in args.sizes]
     sb3 = measure({**common, "kind": "batched_sb3", "b": max(args.sizes), "device": args.device, "min_steps": 3})
+    try:
+        import envpool  # noqa: F401  (the peer is optional)
+
+        peer = [measure({**common, "kind": "envpool", "b": b, "envpool_threads": args.envpool_threads, "min_steps": 3})
+                for b in args.sizes] if args.envpool_threads > 0 else []
+    except ImportError:
+        peer = []
     two_proc = highway[1]["env_steps_per_s"]
     best = max(batched, key=lambda r: r["env_steps_per_s"])
     report = {
@@ -167,6 +186,12 @@ def main() -> None:
         "best_speedup_vs_highway_2proc": round(best["env_steps_per_s"] / two_proc, 1),
         "target_speedup": 100.0,
     }
+    if peer:
+        best_peer = max(peer, key=lambda r: r["env_steps_per_s"])
+        report["envpool"] = {"threads": args.envpool_threads, "runs": peer,
+                             "ratio_to_envpool": {str(r["b"]): round(r["env_steps_per_s"] / p["env_steps_per_s"], 3)
+                                                  for r, p in zip(batched, peer)},
+                             "best_ratio_to_envpool": round(best["env_steps_per_s"] / best_peer["env_steps_per_s"], 3)}
     text = json.dumps(report, indent=2)
     if args.out:
         from drive_drail.atomic import write_text
