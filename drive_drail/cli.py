@@ -300,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("record", help="record a scripted expert's episodes as a drive-drail log",
                        description="Run a scenario's scripted expert and log every vehicle at every simulation step.")
-    p.add_argument("--scenario", required=True, help="scenario name (scenarios/NAME.yaml) or path")
+    p.add_argument("--scenario", required=True, action=_Once, help="scenario name (scenarios/NAME.yaml) or path")
     p.add_argument("--episodes", type=int, default=10, help="number of episodes (default 10)")
     p.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     p.add_argument("-o", "--output", required=True, help="output log (.parquet)")
@@ -314,9 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
                        argument_default=argparse.SUPPRESS)
     p.add_argument("--config", help="YAML or JSON file of TrainConfig fields (e.g. a run's config.json); "
                                     "every field, flags or not (gamma, ent_coef, disc_lr, policy_hidden, ...)")
-    p.add_argument("--scenario", help="scenario name or path (required unless --resume)")
-    p.add_argument("--algo", choices=list(ALGOS), help=f"algorithm (default {d.algo})")
-    p.add_argument("--demos", help="expert pairs .parquet (from `drive-drail convert`)")
+    p.add_argument("--scenario", action=_Once, help="scenario name or path (required unless --resume)")
+    p.add_argument("--algo", choices=list(ALGOS), action=_Once, help=f"algorithm (default {d.algo})")
+    p.add_argument("--demos", action=_Once, help="expert pairs .parquet (from `drive-drail convert`)")
     p.add_argument("--steps", type=int, help=f"environment steps (default {d.steps}; with --resume: the new total)")
     p.add_argument("--seed", type=int, help=f"run seed (default {d.seed})")
     p.add_argument("--n-envs", type=int, help=f"parallel environments (default {d.n_envs}; with --sim batched e.g. 256)")
@@ -431,6 +431,17 @@ def _error(command: str, message: object) -> None:
     if len(text) > MAX_MESSAGE_CHARS:
         text = text[:MAX_MESSAGE_CHARS] + f"... ({len(text) - MAX_MESSAGE_CHARS} more characters)"
     print(f"drive-drail {command}: error: {text}", file=sys.stderr)
+
+
+class _Once(argparse.Action):
+    """A single-valued option that refuses to be given twice (argparse would keep the last silently)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        previous = getattr(namespace, self.dest, None)
+        if previous is not None and previous != self.default:
+            parser.error(f"{option_string} given twice ({previous!r}, then {values!r}); this command takes one"
+                         + ("; drive-drail sweep trains several" if self.dest in ("scenario", "algo") else ""))
+        setattr(namespace, self.dest, values)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -375,3 +375,10 @@ def test_a_saved_config_with_an_unknown_setting_is_refused_by_name():
     saved = {**TrainConfig(scenario="stop", demos="p.parquet").to_dict(), "learnin_rate": 1e-4}
     with pytest.raises(ArgumentError, match=r"unknown training setting .learnin_rate.*learning_rate"):
         TrainConfig.from_dict(saved)
+
+
+def test_a_repeated_single_valued_train_flag_is_an_error_not_the_last_value():
+    done = subprocess.run([sys.executable, "-m", "drive_drail.cli", "train", "--scenario", "stop", "--scenario", "merge",
+                           "--demos", "x.parquet", "--out", "nowhere"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "--scenario given twice ('stop', then 'merge')" in done.stderr and "Traceback" not in done.stderr
