@@ -41,9 +41,9 @@ def test_report_loads_in_headless_chromium_with_images_tables_and_no_console_err
     assert len(seen.images) == page.count("<img ") == 4
     assert seen.broken_images == []
     assert sorted(im["src"][:15] for im in seen.images) == ["data:image/gif;", "data:image/gif;", "data:image/png;", "data:image/png;"]
-    # the summary table and the per-scenario table, with their rows
-    assert seen.tables == page.count("<table>") == 2
-    assert seen.table_rows == 2 + 2
+    # the summary table, the paired table (constant minus the expert) and the per-scenario table, with their rows
+    assert seen.tables == page.count("<table>") == 3
+    assert seen.table_rows == 2 + 1 + 2
     shot = np.asarray(Image.open(io.BytesIO(seen.screenshot_png)).convert("RGB"))
     assert shot.shape[0] > 500 and shot.shape[1] > 800
     assert shot.std() > 10  # text, tables and figures drawn, not a blank page
