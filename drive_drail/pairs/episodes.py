@@ -23,6 +23,8 @@ Two writers share :func:`episodes`:
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +51,21 @@ class Episode:
     """``[n, OBS_DIM]`` float32, spec-normalised."""
     actions: np.ndarray
     """``[n - 1, 2]`` float32 unit actions in [-1, 1] (``spec.action_to_unit`` of accel_mps2, steer_rad)."""
+
+    @property
+    def rewards(self) -> np.ndarray:
+        """``[n - 1]`` float32 zeros: demonstrations carry no reward."""
+        return np.zeros(len(self.actions), np.float32)
+
+    @property
+    def terminations(self) -> np.ndarray:
+        """``[n - 1]`` bool, never: a log ends, no terminal state is reached."""
+        return np.zeros(len(self.actions), bool)
+
+    @property
+    def truncations(self) -> np.ndarray:
+        """``[n - 1]`` bool, the last transition only: where the track ends."""
+        return np.arange(len(self.actions)) == len(self.actions) - 1
 
 
 def episodes(pairs: pd.DataFrame, meta: dict, source: str = "pairs") -> list[Episode]:
@@ -98,8 +115,8 @@ def transitions_table(eps: list[Episode]) -> pd.DataFrame:
     columns.update({name: obs[:, i] for i, name in enumerate(spec.OBS_NAMES)})
     columns.update({"action_accel": actions[:, 0], "action_steer": actions[:, 1]})
     columns.update({f"next_{name}": next_obs[:, i] for i, name in enumerate(spec.OBS_NAMES)})
-    last = np.concatenate([np.arange(m) == m - 1 for m in n])
-    columns.update({"reward": np.zeros(len(last), np.float32), "terminal": np.zeros(len(last), bool), "truncated": last})
+    columns.update({"reward": np.concatenate([e.rewards for e in eps]), "terminal": np.concatenate([e.terminations for e in eps]),
+                    "truncated": np.concatenate([e.truncations for e in eps])})
     return pd.DataFrame(columns)
 
 
@@ -119,8 +136,6 @@ def write_minari(eps: list[Episode], dataset_id: str, meta: dict, env_id: str | 
     ``env_id``: the gymnasium id to evaluate policies trained on it (``drive-drail/<scenario>-v0``),
     stored as the dataset's ``eval_env``.
     """
-    import os
-
     try:
         import gymnasium as gym
         import minari
@@ -129,42 +144,41 @@ def write_minari(eps: list[Episode], dataset_id: str, meta: dict, env_id: str | 
         raise UserError("the Minari export needs minari: pip install 'drive-drail[minari]'") from None
     if not eps:
         raise UserError("no episode of two or more consecutive pairs to export")
-    before = os.environ.get("MINARI_DATASETS_PATH")
-    if root is not None:  # Minari reads its root from the environment only
-        os.environ["MINARI_DATASETS_PATH"] = str(Path(root).resolve())
-    try:
-        return _create_minari(minari, gym, EpisodeBuffer, eps, dataset_id, meta, env_id, author, author_email)
-    finally:
-        if root is not None:
-            os.environ.pop("MINARI_DATASETS_PATH") if before is None else os.environ.update(MINARI_DATASETS_PATH=before)
-
-
-def _create_minari(minari, gym, EpisodeBuffer, eps: list[Episode], dataset_id: str, meta: dict, env_id: str | None,
-                   author: str | None, author_email: str | None):
-    if dataset_id in minari.list_local_datasets():
-        raise UserError(f"Minari dataset {dataset_id!r} already exists (under {minari.storage.get_dataset_path()}); "
-                        "choose another id or version")
     if env_id is not None and env_id not in gym.registry:
         raise UserError(f"--env {env_id!r} is not a registered gymnasium id (drive-drail registers drive-drail/<scenario>-v0)")
-    buffers = [
-        EpisodeBuffer(id=i, observations=e.observations, actions=e.actions,
-                      rewards=np.zeros(len(e.actions)), terminations=np.zeros(len(e.actions), bool),
-                      truncations=np.arange(len(e.actions)) == len(e.actions) - 1)
-        for i, e in enumerate(eps)
-    ]
-    source = meta.get("source_file", "?")
-    return minari.create_dataset_from_buffers(
-        dataset_id,
-        buffers,
-        eval_env=env_id,
-        author=author,
-        author_email=author_email,
-        algorithm_name=f"expert pairs from {meta.get('format', '?')} log {Path(str(source)).name}",
-        observation_space=gym.spaces.Box(-np.inf, np.inf, (spec.OBS_DIM,), np.float32),
-        action_space=gym.spaces.Box(-1.0, 1.0, (spec.ACTION_DIM,), np.float32),
-        description=(f"drive-drail expert pairs (spec v{spec.SPEC_VERSION}) as episodes: observations "
-                     f"{', '.join(spec.OBS_NAMES[:4])}, ... ({spec.OBS_DIM}, normalised), unit actions "
-                     f"[accel, steer] in [-1, 1]; {meta.get('action_hz', '?')} Hz; rewards 0, truncated at the end of each track."),
-        data_format="arrow",
-        requirements=["drive-drail"],
-    )
+    with _minari_root(root):
+        if dataset_id in minari.list_local_datasets():
+            raise UserError(f"Minari dataset {dataset_id!r} already exists (under {minari.storage.get_dataset_path()}); "
+                            "choose another id or version")
+        buffers = [EpisodeBuffer(id=i, observations=e.observations, actions=e.actions, rewards=e.rewards.astype(np.float64),
+                                 terminations=e.terminations, truncations=e.truncations) for i, e in enumerate(eps)]
+        source = meta.get("source_file", "?")
+        return minari.create_dataset_from_buffers(
+            dataset_id,
+            buffers,
+            eval_env=env_id,
+            author=author,
+            author_email=author_email,
+            algorithm_name=f"expert pairs from {meta.get('format', '?')} log {Path(str(source)).name}",
+            observation_space=gym.spaces.Box(-np.inf, np.inf, (spec.OBS_DIM,), np.float32),
+            action_space=gym.spaces.Box(-1.0, 1.0, (spec.ACTION_DIM,), np.float32),
+            description=(f"drive-drail expert pairs (spec v{spec.SPEC_VERSION}) as episodes: observations "
+                         f"{', '.join(spec.OBS_NAMES[:4])}, ... ({spec.OBS_DIM}, normalised), unit actions "
+                         f"[accel, steer] in [-1, 1]; {meta.get('action_hz', '?')} Hz; rewards 0, truncated at the end of each track."),
+            data_format="arrow",
+            requirements=["drive-drail"],
+        )
+
+
+@contextmanager
+def _minari_root(root: str | Path | None):
+    """Minari reads its datasets folder from ``$MINARI_DATASETS_PATH`` only: set it for the block (None: as it is)."""
+    if root is None:
+        yield
+        return
+    before = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(Path(root).resolve())
+    try:
+        yield
+    finally:
+        os.environ.pop("MINARI_DATASETS_PATH") if before is None else os.environ.update(MINARI_DATASETS_PATH=before)
