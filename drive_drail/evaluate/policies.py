@@ -206,14 +206,14 @@ class LoggedActionsPolicy:
         self._actions = np.zeros((1, spec.ACTION_DIM))
         self._step = 0
 
-    def start_scenario(self, path: Path) -> None:
-        """Recover the sdc's actions of the scenario file ``path``; step 0 is the log's first frame."""
+    def start_scenario(self, path: Path, sd: dict) -> None:
+        """Recover the sdc's actions of the scenario ``sd`` (loaded from ``path``); step 0 is the log's first frame."""
         import pandas as pd
 
         from drive_drail.logs.scenarionet import ScenarioNetReader
         from drive_drail.pairs.convert import ConvertConfig, convert
 
-        log = ScenarioNetReader().read(Path(path))
+        log = ScenarioNetReader().read_loaded([(sd, Path(path))], Path(path))
         pairs = convert(log, ConvertConfig(action_hz=self.action_hz, egos="all"))
         sdc = pairs[pairs["track_id"].isin(log.extra["sdc_track_ids"][0])]
         actions = np.full((int(log.tracks["frame"].max()) + 1, spec.ACTION_DIM), np.nan)

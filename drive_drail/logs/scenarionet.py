@@ -40,6 +40,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -81,10 +82,14 @@ class ScenarioNetReader:
 
     def read(self, path: Path) -> TrackLog:
         path = Path(path)
-        files = scenario_files(path)
-        tables, scenario_ids, track_ids, sdc_ids, swapped, datasets, rates = [], {}, {}, {}, {}, {}, []
-        for scene_id, file in enumerate(files):
-            sd = safe_load(file)
+        return self.read_loaded(((safe_load(f), f) for f in scenario_files(path)), path)
+
+    def read_loaded(self, scenarios: Iterable[tuple[object, Path]], source: Path) -> TrackLog:
+        """The :class:`TrackLog` of scenario dicts already loaded (safely), each with its file, in dataset
+        order; ``source`` names the log. :meth:`read` streams a folder's files through it."""
+        tables, scenario_ids, track_ids, sdc_ids, swapped, datasets, rates, files = [], {}, {}, {}, {}, {}, [], []
+        for scene_id, (sd, file) in enumerate(scenarios):
+            files.append(file)
             table, info = scenario_table(sd, file, scene_id)
             tables.append(table)
             scenario_ids[scene_id] = info["scenario_id"]
@@ -102,7 +107,7 @@ class ScenarioNetReader:
         tracks = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=list(TRACK_COLUMNS))
         return TrackLog(
             tracks=finalize_tracks(tracks),
-            source=str(path),
+            source=str(source),
             format=FORMAT,
             frame_rate_hz=rate_hz,
             heading_known=True,

@@ -61,8 +61,8 @@ class ScenarioPolicy(Protocol):
     """A policy told which scenario it drives, such as the logged actions of that scenario's sdc
     (:class:`drive_drail.evaluate.policies.LoggedActionsPolicy`)."""
 
-    def start_scenario(self, path: Path) -> None:
-        """Called before the first ``act`` of each episode with the scenario's file."""
+    def start_scenario(self, path: Path, sd: dict) -> None:
+        """Called before the first ``act`` of each episode with the scenario's file and its safely loaded dict."""
         ...
 
     def act(self, obs: np.ndarray) -> np.ndarray:
@@ -70,11 +70,11 @@ class ScenarioPolicy(Protocol):
         ...
 
 
-
 PHYSICS_DT_S = 0.02
 DECISION_REPEAT = 5
-DECISION_HZ = 1.0 / (PHYSICS_DT_S * DECISION_REPEAT)
 """ScenarioEnv's defaults: 5 physics steps of 0.02 s per decision = the logs' 0.1 s."""
+DECISION_HZ = 1.0 / (PHYSICS_DT_S * DECISION_REPEAT)
+"""The rate a replayed policy acts at (the logs' 10 Hz) [Hz]."""
 
 
 @dataclass(frozen=True)
@@ -220,7 +220,7 @@ def replay_evaluate(
 ) -> list[ReplayMetrics]:
     """Drive ``policy`` as the sdc of every scenario of a ScenarioNet ``folder``; others replay the log.
 
-    ``policy``: a callable, or a :class:`ScenarioPolicy` told each scenario's file first;
+    ``policy``: a callable, or a :class:`ScenarioPolicy` told each scenario first;
     ``max_steps``: policy steps per episode (default: the scenario's length minus one);
     ``scenarios``: indices into the folder's scenarios (default: all). Returns one
     :class:`ReplayMetrics` per episode, in order; ``progress``: a bar over the scenarios. Runs MetaDrive headless in this process
@@ -250,7 +250,7 @@ def replay_evaluate(
             applicable = bool(np.any(log_valid & (log_speed > MOVING_MPS)))
             lane_map = build_lane_map(sd.get("map_features", {}), path)
             if isinstance(policy, ScenarioPolicy):
-                policy.start_scenario(path)
+                policy.start_scenario(path, sd)
             env.set_scenario(sd)
             with state_only_engine():
                 env.reset(seed=i)

@@ -47,3 +47,8 @@ def route_done(m: Measurements) -> np.ndarray:
 
 def arrived(m: Measurements) -> np.ndarray:
     return np.zeros(np.shape(m.crashed), bool) if m.arrived is None else np.asarray(m.arrived, bool)
+
+
+def route_driven(criteria, m: Measurements) -> np.ndarray:
+    """``[B]`` bool: safe, and the route driven (``min_route_completion``) or the destination reached."""
+    return safe(m) & (arrived(m) | (np.asarray(m.route_completion) >= criteria.min_route_completion))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from drive_drail.tasks.base import Measurements, arrived, route_done, safe
+from drive_drail.tasks.base import Measurements, route_done, route_driven, safe
 
 ENDS_AT_ROUTE_DONE = {"highway": False, "metadrive": True}
 """Whether a lane_change episode ends when its route is done, per simulator. highway-env's road is
@@ -20,7 +20,7 @@ def goal_x_m(x_start_m: np.ndarray, criteria) -> np.ndarray:
 
 def success(criteria, m: Measurements) -> np.ndarray:
     """``[B]`` bool: safe, and the route driven (``min_route_completion``) or the destination reached."""
-    return safe(m) & (arrived(m) | (np.asarray(m.route_completion) >= criteria.min_route_completion))
+    return route_driven(criteria, m)
 
 
 def terminated(simulator: str, m: Measurements) -> np.ndarray:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from drive_drail.tasks.base import Measurements, arrived, route_done, safe
+from drive_drail.tasks.base import Measurements, route_done, route_driven, safe
 
 
 def success(criteria, m: Measurements) -> np.ndarray:
     """``[B]`` bool: safe, the route driven (or the destination reached), and on a main lane where
     ``require_merge``."""
-    ok = safe(m) & (arrived(m) | (np.asarray(m.route_completion) >= criteria.min_route_completion))
-    return ok & (np.asarray(m.merged, bool) | (not criteria.require_merge))
+    return route_driven(criteria, m) & (np.asarray(m.merged, bool) | (not criteria.require_merge))
 
 
 def terminated(simulator: str, m: Measurements) -> np.ndarray:
