@@ -224,11 +224,9 @@ def _cmd_replay(args: argparse.Namespace) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> None:
-    from drive_drail.evaluate.report import write_report
+    from drive_drail.evaluate.report import ReportConfig, write_report
 
     _output_folder(args.output)
-    from drive_drail.evaluate.report import ReportConfig
-
     print(write_report(args.results, args.output, training_logs=args.training_logs, config=ReportConfig(curve_x=args.curve_x),
                        progress=not args.quiet))
 

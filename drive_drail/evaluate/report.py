@@ -231,7 +231,7 @@ def scenario_table(agg: pd.DataFrame, scenario: str, policies: list[str], metric
     for sp in {k[1] for k in keys}:
         idx = [i for i, k in enumerate(keys) if k[1] == sp]
         for j, m in enumerate(metrics):
-            values = [means[i][j] if m == "success" or not success[i] == 0.0 else np.nan for i in idx]
+            values = [means[i][j] if m == "success" or success[i] != 0.0 else np.nan for i in idx]
             for i, b in zip(idx, best_mask(values, m)):
                 best[i][j + 1] = b
     header = ["policy (split)", *(METRIC_LABELS.get(m, m) for m in metrics)]

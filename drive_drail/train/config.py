@@ -249,22 +249,26 @@ def config_from_file(path: str) -> dict[str, object]:
     Returns ``{field: value}`` for the fields the file sets; an unknown key or a wrongly typed
     value is a :class:`UserError` naming the file and the key.
     """
+    data = read_yaml(path)
+    return checked_settings({} if data is None else data, path)
+
+
+def read_yaml(path: str) -> object:
+    """The data of a YAML or JSON file (JSON is YAML), read with ``safe_load``; a file that is not text
+    or not YAML is a one-line :class:`UserError` naming it (and the line)."""
     import yaml
 
     from drive_drail.errors import UserError
 
     try:
         with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)  # JSON is YAML
+            return yaml.safe_load(f)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
         raise UserError(f"{path}: not a YAML or JSON file{where}") from None
     except UnicodeDecodeError:
         raise UserError(f"{path}: not a text file") from None
-    if data is None:
-        data = {}
-    return checked_settings(data, path)
 
 
 def checked_settings(data: object, source: str, where: str = "", exclude: tuple[str, ...] = ()) -> dict[str, object]:

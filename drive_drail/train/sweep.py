@@ -36,7 +36,7 @@ from typing import Any
 import pandas as pd
 
 from drive_drail.errors import UserError
-from drive_drail.train.config import TrainConfig, checked_settings
+from drive_drail.train.config import TrainConfig, checked_settings, read_yaml
 
 SWEEP_KEYS = ("out", "base", "cases", "grid")
 
@@ -48,16 +48,8 @@ def _checked(values: Any, where: str, path: str) -> dict[str, Any]:
 
 def read_sweep(path: str | Path) -> tuple[Path, list[tuple[str, dict[str, Any]]]]:
     """``(out folder, [(trial name, TrainConfig settings)])`` of a sweep file, in grid order."""
-    import yaml
-
     path = str(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read the sweep file ({exc.strerror})") from None
-    except yaml.YAMLError:
-        raise UserError(f"{path}: not a YAML or JSON file") from None
+    data = read_yaml(path)
     if not isinstance(data, dict) or "out" not in data:
         raise UserError(f"{path}: a sweep file is a mapping with 'out' and at least one of 'base', 'cases', 'grid'")
     unknown = sorted(set(data) - set(SWEEP_KEYS))
@@ -126,10 +118,6 @@ def run_trial(settings: dict[str, Any], run_dir: str) -> dict[str, Any]:
     return row
 
 
-def _ray_trial(settings: dict[str, Any], run_dir: str) -> dict[str, Any]:
-    return run_trial(settings, run_dir)
-
-
 def run_trials(trials: list[tuple[str, dict[str, Any]]], out: str | Path, address: str | None = None,
                cpus: int | None = None, progress: bool = True) -> pd.DataFrame:
     """Run ``[(name, TrainConfig settings)]`` as Ray tasks into ``out/<name>``; one row per trial, in order.
@@ -149,7 +137,7 @@ def run_trials(trials: list[tuple[str, dict[str, Any]]], out: str | Path, addres
         local = address in (None, "", "local")
         ray.init(address=None if local else address, num_cpus=cpus if local else None, include_dashboard=False,
                  ignore_reinit_error=True, log_to_driver=False)
-    remote = ray.remote(num_cpus=1, max_retries=2)(_ray_trial)
+    remote = ray.remote(num_cpus=1, max_retries=2)(run_trial)
     refs = {remote.remote(settings, str((out / name).resolve())): (name, settings) for name, settings in trials}
     rows = {}
     pending = list(refs)
