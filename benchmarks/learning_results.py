@@ -76,7 +76,7 @@ def train_config(args, scenario: str, algo: str, seed: int, demos: Path, run_dir
         scenario=scenario, algo=algo, demos=str(demos), steps=args.steps, seed=seed, sim=args.sim, n_envs=args.n_envs,
         n_steps=args.n_steps, batch_size=args.ppo_batch, ppo_epochs=args.ppo_epochs, learning_rate=args.ppo_lr,
         disc_epochs=args.disc_epochs, disc_batch=args.disc_batch, reward_norm=args.reward_norm,
-        reward_samples=args.reward_samples, bc_coef=args.bc_coef, policy_encoder=args.policy_encoder, torch_threads=max(1, (os.cpu_count() or 1) // args.jobs), out=str(run_dir))
+        reward_samples=args.reward_samples, bc_coef=args.bc_coef, policy_encoder=args.policy_encoder, lane_std_floor=args.lane_std_floor, torch_threads=max(1, (os.cpu_count() or 1) // args.jobs), out=str(run_dir))
 
 
 def run_scenario(args, name: str) -> dict:
@@ -182,7 +182,7 @@ def run_scenario(args, name: str) -> dict:
                        "n_steps": args.n_steps, "ppo_batch": args.ppo_batch, "ppo_epochs": args.ppo_epochs,
                        "ppo_lr": args.ppo_lr, "disc_epochs": args.disc_epochs, "disc_batch": args.disc_batch,
                        "reward_norm": args.reward_norm, "reward_samples": args.reward_samples,
-                       "bc_coef": trained_bc_coef, "policy_encoder": args.policy_encoder,
+                       "bc_coef": trained_bc_coef, "policy_encoder": args.policy_encoder, "lane_std_floor": args.lane_std_floor,
                        "jobs": args.jobs,
                        "scenes": args.scenes, "split_scenes": args.split_scenes, "eval_episodes": args.eval_episodes,
                        "expert_episodes": args.expert_episodes, "expert_split_episodes": args.expert_split_episodes,
@@ -222,7 +222,8 @@ def markdown(results: dict) -> str:
                   f"{'scenes' if b['sim'] == 'batched' else 'workers'} x "
                   f"{b['n_steps']} steps per iteration, PPO batch {b['ppo_batch']} x {b['ppo_epochs']} epochs, lr {b['ppo_lr']}, "
                   f"discriminator batch {b['disc_batch']} x {b['disc_epochs']} epochs, reward norm {b['reward_norm']}, "
-                  f"{b['reward_samples']} (t, eps) draws per reward, lambda_BC {b.get('bc_coef', 0.0)}, policy encoder {b.get('policy_encoder', 'flat')}), seeds {b['seeds']}.", ""]
+                  f"{b['reward_samples']} (t, eps) draws per reward, lambda_BC {b.get('bc_coef', 0.0)}, policy encoder {b.get('policy_encoder', 'flat')}"
+                  f"{'' if b.get('lane_std_floor') is None else ', lane-feature std floor ' + str(b['lane_std_floor'])}), seeds {b['seeds']}.", ""]
         for n_demo, point in entry["curve"].items():
             first = next(iter(point["algos"].values()))["pooled"]
             splits = [k for k in first if k.startswith("batched_") and k not in ("batched_eval", "batched_eval_collision")]
@@ -281,6 +282,8 @@ def main() -> None:
                         help="lambda_BC of the PPO loss for every adversarial learner (default: each scenario file's)")
     parser.add_argument("--policy-encoder", choices=list(POLICY_ENCODERS), default=TrainConfig.policy_encoder,
                         help="how actor and critic read the neighbour slots (train --policy-encoder)")
+    parser.add_argument("--lane-std-floor", type=float, default=TrainConfig.lane_std_floor,
+                        help="std floor of the ego's lane-keeping features (TrainConfig.lane_std_floor; default: the shared floor)")
     parser.add_argument("--jobs", type=int, default=2, help="training runs at once on the local Ray instance (1 torch thread each)")
     parser.add_argument("--ray", default="local", help="Ray address for the training runs: 'local' (default), 'auto' or ray://host:port")
     parser.add_argument("--demo-episodes", nargs="+", type=int, default=[200], help="several values: the data-efficiency curve")

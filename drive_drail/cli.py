@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import typing
+from dataclasses import fields
 from pathlib import Path
 
 from drive_drail.errors import UserError
@@ -95,32 +97,30 @@ def _cmd_record(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
-_TRAIN_FLAG_FIELDS = {
-    "scenario": "scenario", "algo": "algo", "demos": "demos", "steps": "steps", "seed": "seed", "n_envs": "n_envs",
-    "sim": "sim", "n_steps": "n_steps", "bc_epochs": "bc_epochs", "ppo_batch": "batch_size", "ppo_epochs": "ppo_epochs",
-    "ppo_lr": "learning_rate", "disc_epochs": "disc_epochs", "disc_batch": "disc_batch", "label_injection": "label_injection",
-    "policy_encoder": "policy_encoder", "reward_norm": "reward_norm", "reward_samples": "reward_samples", "task_filter": "task_filter", "out": "out",
-    "torch_threads": "torch_threads", "checkpoint_interval_s": "checkpoint_interval_s", "bc_coef": "bc_coef",
-}
-"""``train`` flag (argparse dest) -> the TrainConfig field it sets; --no-bc-warm-start and --unshared set the negation."""
-
-
 def _train_settings(args: argparse.Namespace) -> dict[str, object]:
-    """The TrainConfig fields the command line sets: ``--config FILE`` first, then each flag given (flags win)."""
-    from drive_drail.train.config import config_from_file
+    """The TrainConfig fields the command line sets: ``--config FILE`` first, then each flag given (flags win).
+    Each flag's dest is its field's name (:func:`_add_config_flags`)."""
+    from drive_drail.train.config import TrainConfig, config_from_file
 
     settings = config_from_file(args.config) if getattr(args, "config", None) else {}
-    settings.update({field: getattr(args, dest) for dest, field in _TRAIN_FLAG_FIELDS.items() if hasattr(args, dest)})
-    if getattr(args, "no_bc_warm_start", False):
-        settings["bc_warm_start"] = False
-    if getattr(args, "unshared", False):
-        settings["fused"] = False
+    settings.update({f.name: tuple(v) if isinstance(v := getattr(args, f.name), list) else v
+                     for f in fields(TrainConfig) if hasattr(args, f.name)})
     return settings
+
+
+def _config_flag_names(args: argparse.Namespace, settings: dict[str, object]) -> dict[str, str]:
+    """TrainConfig field -> how an error names it: the ``--config`` file's key where only the file set it,
+    else its flag."""
+    from drive_drail.train.config import TrainConfig
+
+    from_file = getattr(args, "config", None)
+    return {f.name: f"{from_file}: key '{f.name}'" if from_file and f.name in settings and not hasattr(args, f.name)
+            else (f.metadata["names"] or (f"--{f.name.replace('_', '-')}",))[-1] for f in fields(TrainConfig)}
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
     from drive_drail.train.adversarial import TrainingDiverged, train
-    from drive_drail.train.config import TrainConfig
+    from drive_drail.train.config import ConfigError, TrainConfig
 
     resume = getattr(args, "resume", False)
     settings = _train_settings(args)
@@ -144,7 +144,11 @@ def _cmd_train(args: argparse.Namespace) -> None:
         if not settings.get("scenario"):
             raise UserError("--scenario is required (a resumed run takes it from its folder)")
         settings.setdefault("out", f"runs/{settings['scenario']}-{settings.get('algo', 'drail')}-s{settings.get('seed', 0)}")
-        config = TrainConfig(**settings)
+        try:
+            config = TrainConfig(**settings)
+            config.validate()
+        except ConfigError as exc:
+            raise exc.under(_config_flag_names(args, settings).get(exc.field.split("[")[0], exc.field)) from None
     try:
         run_dir = train(config, resume=resume, progress=not getattr(args, "quiet", False), steps=settings.get("steps") if resume else None)
     except TrainingDiverged as exc:
@@ -253,7 +257,6 @@ def build_parser() -> argparse.ArgumentParser:
         description="Driving logs -> expert pairs -> DRAIL imitation learning -> closed-loop evaluation -> deploy.",
     )
     from drive_drail import __version__
-    from drive_drail.train.config import ALGOS, POLICY_ENCODERS, TrainConfig
 
     parser.add_argument("--version", action="version", version=f"drive-drail {__version__} (spec {_spec_version()})")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -305,49 +308,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_record)
 
-    d = TrainConfig()  # every train flag's default is the config's (flags not given leave --config's value)
     p = sub.add_parser("train", help="train a policy by DRAIL or a baseline (GAIL, DiffAIL, DRAIL-UN, BC)",
                        description="Adversarial imitation (PPO + discriminator) or behaviour cloning on expert pairs. "
-                                   "Settings: TrainConfig's defaults, then --config FILE, then the flags given.",
+                                   "Settings: TrainConfig's defaults, then --config FILE, then the flags given; "
+                                   "every TrainConfig field has a flag.",
                        argument_default=argparse.SUPPRESS)
-    p.add_argument("--config", help="YAML or JSON file of TrainConfig fields (e.g. a run's config.json); "
-                                    "every field, flags or not (gamma, ent_coef, disc_lr, policy_hidden, ...)")
-    p.add_argument("--scenario", action=_Once, help="scenario name or path (required unless --resume)")
-    p.add_argument("--algo", choices=list(ALGOS), action=_Once, help=f"algorithm (default {d.algo})")
-    p.add_argument("--demos", action=_Once, help="expert pairs .parquet (from `drive-drail convert`)")
-    p.add_argument("--steps", type=int, help=f"environment steps (default {d.steps}; with --resume: the new total)")
-    p.add_argument("--seed", type=int, help=f"run seed (default {d.seed})")
-    p.add_argument("--n-envs", type=int, help=f"parallel environments (default {d.n_envs}; with --sim batched e.g. 256)")
-    p.add_argument("--sim", choices=["adapter", "batched"],
-                   help="adapter: the scenario's simulator (default); batched: the vectorised highway simulator")
-    p.add_argument("--n-steps", type=int, help=f"rollout steps per worker per iteration (default {d.n_steps})")
-    p.add_argument("--bc-epochs", type=int, help=f"behaviour-cloning epochs (default {d.bc_epochs})")
-    p.add_argument("--no-bc-warm-start", action="store_true", help="start PPO from a random policy")
-    p.add_argument("--ppo-batch", type=int, help=f"PPO minibatch size (default {d.batch_size})")
-    p.add_argument("--ppo-epochs", type=int, help=f"PPO epochs per iteration (default {d.ppo_epochs})")
-    p.add_argument("--ppo-lr", type=float, help=f"PPO learning rate, linearly decayed to 0 (default {d.learning_rate:g})")
-    p.add_argument("--bc-coef", type=float,
-                   help="lambda_BC: weight of the demonstrations' log-likelihood in PPO's loss "
-                        "(default: the scenario file's training.bc_coef, else 0; 0: plain PPO)")
-    p.add_argument("--disc-epochs", type=int, help=f"discriminator passes over each rollout (default {d.disc_epochs})")
-    p.add_argument("--disc-batch", type=int, help=f"discriminator minibatch, expert and agent each (default {d.disc_batch})")
-    p.add_argument("--unshared", action="store_true", help="DRAIL: score the two labels with their own t and eps")
-    p.add_argument("--label-injection", choices=["input", "film"],
-                   help="DRAIL: the label scales the last hidden layer (film, default: the fused pass runs the trunk once) "
-                        "or joins the network input (input, METHOD.md's public implementation)")
-    p.add_argument("--policy-encoder", choices=list(POLICY_ENCODERS),
-                   help=f"how actor and critic read the neighbour slots: one shared per-slot network, max-pooled (set), "
-                        f"or one MLP over the whole vector (flat) (default {d.policy_encoder})")
-    p.add_argument("--reward-norm", action=argparse.BooleanOptionalAction,
-                   help=f"divide rewards by the running std of the discounted return (default {'on' if d.reward_norm else 'off'})")
-    p.add_argument("--reward-samples", type=int, help=f"(t, eps) draws averaged per diffusion reward (default {d.reward_samples})")
-    p.add_argument("--task-filter", action="store_true", help="train only on pairs labelled with the scenario's manoeuvre")
-    p.add_argument("-o", "--output", "--out", dest="out", help="run folder (default runs/SCENARIO-ALGO-sSEED)")
+    p.add_argument("--config", help="YAML or JSON file of TrainConfig fields (e.g. a run's config.json)")
+    _add_config_flags(p)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--torch-threads", type=int,
-                   help=f"learner torch threads (default {d.torch_threads}: one per idle core; 1 when runs share the machine)")
-    p.add_argument("--checkpoint-interval-s", type=float,
-                   help=f"seconds between checkpoints (default {d.checkpoint_interval_s:g}; the last iteration is always saved; 0: every iteration)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 
@@ -440,6 +408,35 @@ class _Once(argparse.Action):
             parser.error(f"{option_string} given twice ({previous!r}, then {values!r}); this command takes one"
                          + ("; drive-drail sweep trains several" if self.dest in ("scenario", "algo") else ""))
         setattr(namespace, self.dest, values)
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field, made from the field (drive_drail/train/config.py's ``flag``): its
+    names, help line and type; a ``Literal`` gives the choices, a bool ``--x/--no-x``, a tuple a list.
+    The dest is the field's name, and a flag not given sets nothing (``--config`` or the default stands)."""
+    from drive_drail.train.config import TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    for f in fields(TrainConfig):
+        meta, hint = f.metadata, hints[f.name]
+        names = meta["names"] or (f"--{f.name.replace('_', '-')}",)
+        default = " ".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
+        kwargs: dict[str, object] = {"dest": f.name, "help": meta["help"].format(default=default)}
+        if meta["once"]:
+            kwargs["action"] = _Once
+        if typing.get_origin(hint) is typing.Literal:
+            kwargs["choices"] = list(typing.get_args(hint))
+        elif hint is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(hint) is tuple:
+            item, *rest = typing.get_args(hint)
+            kwargs.update(type=item, nargs="+" if rest == [Ellipsis] else len(rest) + 1, metavar=item.__name__.upper())
+        else:  # int, float, str, float | None
+            kwargs.update(type=next(t for t in (int, float, str) if hint is t or t in typing.get_args(hint)),
+                          metavar=names[-1].lstrip("-").upper().replace("-", "_"))
+        parser.add_argument(*names, **kwargs)
+        if meta["negative"]:
+            parser.add_argument(meta["negative"], dest=f.name, action="store_false", help=f"the same as --no-{names[-1][2:]}")
 
 
 def main(argv: list[str] | None = None) -> int:

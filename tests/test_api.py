@@ -36,7 +36,7 @@ def test_train_and_evaluate_stay_callable_once_their_subpackages_are_imported(tm
 
     assert callable(drive_drail.train) and callable(drive_drail.evaluate)
     assert drive_drail.train.config.TrainConfig().algo == "drail"  # and still the packages
-    with pytest.raises(UserError, match="--demos"):  # the call reaches the trainer, which checks its settings
+    with pytest.raises(UserError, match="^demos is required"):  # the trainer checks its settings; the API names the field
         drive_drail.train(scenario="stop", out=str(tmp_path / "run"))
     with pytest.raises(UserError, match="--episodes"):
         drive_drail.evaluate(["expert"], "stop", episodes=0)

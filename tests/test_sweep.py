@@ -46,6 +46,8 @@ def test_trials_are_the_grid_named_after_what_they_vary_and_bad_values_are_refus
         read_sweep(sweep_file(tmp_path, "p", seed=["zero"]))
     with pytest.raises(UserError, match=r"unknown key grid.'sed'"):
         read_sweep(sweep_file(tmp_path, "p", sed=[0]))
+    with pytest.raises(UserError, match=r"sweep.yaml: trial 'gamma-1.5': gamma must lie in \[0, 1\), got 1.5"):
+        read_sweep(sweep_file(tmp_path, "p", gamma=[0.9, 1.5]))  # every trial checked before any runs
 
 
 def test_a_sweep_trains_on_ray_gathers_one_table_and_a_rerun_resumes_and_reuses(tmp_path, demos):

@@ -156,7 +156,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, step
     if config.bc_coef is None:  # the value measured for this scenario (saved resolved in config.json)
         config.bc_coef = scenario.training.bc_coef if scenario.training.bc_coef is not None else 0.0
     demos = load_demos(config.demos, scenario.task if config.task_filter else None, scenario.policy_frequency_hz,
-                       config.obs_std_floor, scenario_task=scenario.task, slot_shared=config.policy_encoder == "set")
+                       config.obs_std_floor, scenario_task=scenario.task, slot_shared=config.policy_encoder == "set",
+                       lane_min_std=config.lane_std_floor)
     set_random_seed(config.seed)
 
     # Expert data standardised once, with its own fixed statistics.

@@ -12,6 +12,13 @@ from drive_drail.errors import DriveDrailWarning, UserError
 from drive_drail.models.encoders import EGO_DIM, PRESENT, SLOT_DIM
 from drive_drail.pairs.storage import read_pairs, select_task, to_arrays
 
+LANE_FEATURES = ("ego_v_lat", "ego_heading_to_lane", "ego_lane_offset", "ego_lane_index")
+"""The ego's lane-keeping features, whose std floor is ``TrainConfig.lane_std_floor``: in the demos they
+spread far less than the shared floor (offsets of tenths of a metre are 0.05-0.1 in spec units), so the
+shared floor shrinks the very signal that keeps the car off a solid edge line."""
+_LANE = [spec.OBS_NAMES.index(name) for name in LANE_FEATURES]
+
+
 class Demos(NamedTuple):
     obs: np.ndarray  # [N, OBS_DIM] float32, spec-scaled (not yet standardised)
     action_unit: np.ndarray  # [N, 2] float32 in [-1, 1]
@@ -22,11 +29,12 @@ class Demos(NamedTuple):
 
 
 def load_demos(path: str, task: str | None, policy_frequency_hz: float, min_std: float, scenario_task: str | None = None,
-               slot_shared: bool = False) -> Demos:
+               slot_shared: bool = False, lane_min_std: float | None = None) -> Demos:
     """Load expert pairs; their action rate must match the scenario's policy frequency.
 
     The normaliser is the demos' per-feature mean and std, the std floored at ``min_std`` (TrainConfig's
-    ``obs_std_floor``) so that a feature constant in the demos (e.g. the lane count) cannot explode.
+    ``obs_std_floor``) so that a feature constant in the demos (e.g. the lane count) cannot explode;
+    :data:`LANE_FEATURES` are floored at ``lane_min_std`` instead where it is given.
     ``slot_shared``: the normaliser of the set encoder (:func:`slot_shared_normaliser`).
     ``scenario_task``: warn (:class:`DriveDrailWarning`) when no pair carries that manoeuvre label.
     """
@@ -50,6 +58,8 @@ def load_demos(path: str, task: str | None, policy_frequency_hz: float, min_std:
         mean, std = slot_shared_normaliser(arrays.obs, min_std)
     else:
         mean, std = (m.astype(np.float32) for m in _mean_std(arrays.obs, min_std))
+    if lane_min_std is not None:
+        std[_LANE] = np.maximum(arrays.obs[:, _LANE].std(axis=0), lane_min_std)
     return Demos(arrays.obs, arrays.action_unit, mean, std, action_hz, str(path))
 
 

@@ -36,7 +36,7 @@ from typing import Any
 import pandas as pd
 
 from drive_drail.errors import UserError
-from drive_drail.train.config import TrainConfig, checked_settings, read_yaml
+from drive_drail.train.config import ConfigError, TrainConfig, checked_settings, read_yaml
 
 SWEEP_KEYS = ("out", "base", "cases", "grid")
 
@@ -74,6 +74,10 @@ def read_sweep(path: str | Path) -> tuple[Path, list[tuple[str, dict[str, Any]]]
             if name in names:
                 raise UserError(f"{path}: two trials would share the folder {name!r}; vary a setting that tells them apart")
             names.add(name)
+            try:  # every trial's values in range before any trial runs
+                TrainConfig(**settings)
+            except ConfigError as exc:
+                raise exc.under(f"{path}: trial {name!r}: {exc.field}") from None
             trials.append((name, settings))
     return Path(str(data["out"])), trials
 
