@@ -231,7 +231,10 @@ def _cmd_report(args: argparse.Namespace) -> None:
     from drive_drail.evaluate.report import ReportConfig, write_report
 
     _output_folder(args.output)
-    print(write_report(args.results, args.output, training_logs=args.training_logs, config=ReportConfig(curve_x=args.curve_x),
+    if args.gallery is not None and args.gallery < 0:
+        raise UserError(f"--gallery {args.gallery}: must be 0 (no gallery) or more")
+    config = ReportConfig(curve_x=args.curve_x, **({} if args.gallery is None else {"gallery_max": args.gallery}))
+    print(write_report(args.results, args.output, training_logs=args.training_logs, config=config,
                        progress=not args.quiet))
 
 
@@ -350,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="report folder")
     p.add_argument("--training-logs", nargs="*", default=None,
                    help="run folders (or their metrics.csv) whose curves are drawn, each as PATH or LABEL=PATH")
+    p.add_argument("--gallery", type=int, default=None, metavar="N",  # default: ReportConfig's (not imported here: slow)
+                   help="failed episodes replayed per scenario for the failure gallery, one per policy and failure type "
+                        "(default 6; 0: none)")
     p.add_argument("--curve-x", choices=["step", "wall"], default="step",
                    help="learning curves against environment steps or training seconds (default: step)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

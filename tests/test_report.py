@@ -12,6 +12,7 @@ from PIL import Image as PILImage
 from drive_drail.errors import UserError
 from drive_drail.evaluate.metrics import METRIC_COLUMNS
 from drive_drail.evaluate.report import ReportConfig, best_mask, pick_representatives, write_report
+from drive_drail.evaluate.failures import failure_counts, failure_type
 from drive_drail.evaluate.runner import RESULT_COLUMNS, evaluate, write_results
 from drive_drail.scenario import load_scenario
 
@@ -122,6 +123,37 @@ def test_report_replays_a_success_and_a_failure_as_gifs(tmp_path):
         frame = np.asarray(gif.convert("RGB"))
         assert frame.std() > 5  # a drawn road, not a blank frame
     assert "success: expert on stop/eval" in page and "failure: constant on stop/eval" in page
+    frame = np.asarray(PILImage.open(tmp_path / "report" / "assets" / "stop_success.gif").convert("RGB")).astype(int)
+    corner = frame[2:14, 2:200].reshape(-1, 3)
+    assert (corner.max(axis=1) < 20).any() and (corner.min(axis=1) > 235).any()  # the time/speed/action overlay
+    ego_green = (np.abs(frame.reshape(-1, 3) - (50, 200, 0)).sum(axis=1) < 30).any()
+    assert ego_green  # highway-env's ego colour, not the stalled obstacle's yellow
+
+
+def test_the_report_says_why_episodes_fail_with_a_gallery_and_traces_beside_the_expert(tmp_path):
+    page = expert_and_constant_report(tmp_path, "stop", frame_every=3)
+    assert "Why episodes fail: stop" in page and "Why episodes fail" in page
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "| constant | eval | 1 | 0 (0%) | 1 (100%) | 0 (0%) | 0 (0%) | 0 (0%) |" in md  # the constant car hits the stalled one
+    assert "| expert | eval | 1 | 1 (100%) |" in md
+    assert "failed episodes (1)" in md and "| constant | eval |" in md
+    end = PILImage.open(tmp_path / "report" / "assets" / "stop_constant_collision_end.png")
+    trace = PILImage.open(tmp_path / "report" / "assets" / "stop_constant_collision_trace.png")
+    assert end.format == trace.format == "PNG" and np.asarray(end.convert("RGB")).std() > 5 and trace.width > 3 * trace.height
+    assert "(green: the expert from the same seed)" in page
+
+
+def test_failure_types_follow_their_rule_in_order():
+    base = dict(success=0.0, collision=0.0, offroad=0.0, min_speed_mps=10.0, time_to_goal_s=float("nan"))
+    assert failure_type({**base, "success": 1.0, "collision": 1.0}) == "success"
+    assert failure_type({**base, "collision": 1.0, "offroad": 1.0}) == "collision"
+    assert failure_type({**base, "offroad": 1.0, "min_speed_mps": 0.0}) == "off-road"
+    assert failure_type({**base, "min_speed_mps": 0.2}) == "stopped short"
+    assert failure_type({**base, "min_speed_mps": 0.2, "time_to_goal_s": 12.0}) == "timeout"  # reached the goal, then failed
+    assert failure_type(base) == "timeout"
+    counts = failure_counts(constructed_results(), ["expert", "trained", "constant"])
+    assert counts["episodes"].tolist() == [24, 24, 24] and counts["success"].tolist() == [24, 12, 0]
+    assert (counts["collision"] + counts["success"]).tolist() == [24, 24, 24]  # the constructed failures all collide
 
 
 @pytest.mark.slow

@@ -106,6 +106,10 @@ class EpisodeTrace:
     """Route completion at each step, in [0, 1]."""
     final_info: dict
     """The adapter's ``info`` of the last step."""
+    lane_offset_m: np.ndarray | None = None
+    """Signed offset of the ego centre from its lane centre, + = left [m] (``[T + 1]``; None: not recorded)."""
+    action_physical: np.ndarray | None = None
+    """The policy's action at each step, ``[T, 2]``: accel [m/s^2], steer [rad] (None: not recorded)."""
 
     @property
     def steps(self) -> int:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from drive_drail.evaluate.metrics import episode_metrics
+from drive_drail.evaluate.metrics import EpisodeTrace, episode_metrics
 from drive_drail.evaluate.policies import PolicySpec, build_policy
 from drive_drail.evaluate.rollout import run_trace
 from drive_drail.scenario import Scenario
@@ -35,12 +35,13 @@ def headless_sdl() -> None:
 
 @dataclass
 class RenderedEpisode:
-    """One replayed episode: its frames ``[H, W, 3]`` uint8 and its metrics."""
+    """One replayed episode: its frames ``[H, W, 3]`` uint8, its metrics and its trace."""
 
     frames: list[np.ndarray]
     metrics: dict
     fps: float
     """Playback rate of ``frames`` [frames/s] (real time)."""
+    trace: EpisodeTrace
 
 
 def _rgb_frame(env) -> np.ndarray:
@@ -50,8 +51,10 @@ def _rgb_frame(env) -> np.ndarray:
     return np.asarray(env.render_rgb())
 
 
-def render_episode(scenario: Scenario, split: str, seed: int, policy: PolicySpec, frame_every: int = 1, max_frames: int = 300) -> RenderedEpisode:
-    """Replay one episode with rendering: every ``frame_every``-th policy step, at most ``max_frames`` frames."""
+def render_episode(scenario: Scenario, split: str, seed: int, policy: PolicySpec, frame_every: int = 1, max_frames: int = 300,
+                   last_only: bool = False) -> RenderedEpisode:
+    """Replay one episode with rendering: every ``frame_every``-th policy step, at most ``max_frames`` frames
+    (``last_only``: the final frame alone, the moment the episode ended)."""
     from drive_drail.sim import make_env
 
     headless_sdl()
@@ -60,7 +63,9 @@ def render_episode(scenario: Scenario, split: str, seed: int, policy: PolicySpec
     step = [0]
 
     def grab(env) -> None:
-        if step[0] % frame_every == 0 and len(frames) < max_frames:
+        if last_only:
+            frames[:] = [_rgb_frame(env)]
+        elif step[0] % frame_every == 0 and len(frames) < max_frames:
             frames.append(_rgb_frame(env))
         step[0] += 1
 
@@ -71,7 +76,18 @@ def render_episode(scenario: Scenario, split: str, seed: int, policy: PolicySpec
     if frames and max(f.max() for f in frames) == 0:
         raise RenderError(f"{scenario.name}: the renderer returned black frames (SDL_VIDEODRIVER={os.environ.get('SDL_VIDEODRIVER')})")
     metrics = episode_metrics(trace, goal_completion=scenario.success.min_route_completion)
-    return RenderedEpisode(frames=frames, metrics=metrics, fps=scenario.policy_frequency_hz / frame_every)
+    return RenderedEpisode(frames=frames, metrics=metrics, fps=scenario.policy_frequency_hz / frame_every, trace=trace)
+
+
+def replay_trace(scenario: Scenario, split: str, seed: int, policy: PolicySpec) -> EpisodeTrace:
+    """Replay one episode without rendering and return its trace."""
+    from drive_drail.sim import make_env
+
+    env = make_env(scenario, seed=0, split=split)
+    try:
+        return run_trace(env, build_policy(policy, scenario), seed)
+    finally:
+        env.close()
 
 
 def encode_png(frame: np.ndarray) -> bytes:

@@ -33,6 +33,7 @@ import pandas as pd
 from drive_drail.atomic import atomic_path, write_text
 from drive_drail.errors import UserError
 from drive_drail.evaluate.aggregate import BootstrapConfig, aggregate, paired_differences
+from drive_drail.evaluate.failures import FAILURE_TYPES, failure_counts, gallery_picks, overlay, trace_figure, with_failure_types
 from drive_drail.evaluate.metrics import HIGHER_IS_BETTER, METRIC_COLUMNS
 from drive_drail.evaluate.policies import PolicySpec
 from drive_drail.evaluate.runner import read_results, readable, scenario_from_record, versions
@@ -87,6 +88,10 @@ class ReportConfig:
     """Confidence-interval settings."""
     curve_x: str = "step"
     """Learning curves against ``step`` (environment steps) or ``wall`` (training seconds)."""
+    gallery_max: int = 6
+    """Failed episodes replayed per scenario for the failure gallery (one per policy and failure type); 0: none."""
+    failed_rows_max: int = 40
+    """Rows of the per-episode table of failures per scenario (the results file holds them all)."""
 
 
 @dataclass
@@ -492,7 +497,70 @@ def episode_gifs(table: pd.DataFrame, scenario: str, runs: list[dict], config: R
             f"{'collision' if ep.metrics['collision'] else 'no collision'}, {ep.metrics['time_s']:.1f} s"
             + ("" if same else " (replay differs from the stored result)")
         )
-        images.append(Image(encode_gif(ep.frames, ep.fps), "gif", f"{scenario}_{outcome}.gif", caption))
+        frames = overlay(ep.frames, ep.trace, config.frame_every)
+        images.append(Image(encode_gif(frames, ep.fps), "gif", f"{scenario}_{outcome}.gif", caption))
+    return images, notes
+
+
+def failure_tables(table: pd.DataFrame, scenario: str, policies: list[str], max_rows: int) -> list[Table]:
+    """How each policy's episodes of ``scenario`` ended (counts per failure type, per split), and the
+    failed episodes one by one (the first ``max_rows``)."""
+    sub = table[table["scenario"] == scenario]
+    header = ["policy", "split", "episodes", "success", *FAILURE_TYPES]
+    rows = []
+    for split in sorted(sub["split"].unique(), key=_split_order):
+        counts = failure_counts(sub[sub["split"] == split], policies)
+        for _, c in counts.iterrows():
+            n = int(c["episodes"])
+            rows.append([c["policy"], split, str(n), *(f"{int(c[k])} ({100 * int(c[k]) / n:.0f}%)" for k in ("success", *FAILURE_TYPES))])
+    out = [Table(f"{scenario}: how the episodes ended (failure types: drive_drail/evaluate/failures.py)", header, rows,
+                 [[False] * len(header) for _ in rows])]
+    failed = with_failure_types(sub)
+    failed = failed[failed["outcome"] != "success"]
+    if len(failed):
+        header = ["policy", "split", "seed", "failure", "route", "time [s]", "min speed [m/s]", "min TTC [s]"]
+        rows = [[str(r["policy"]), str(r["split"]), str(int(r["seed"])), r["outcome"], f"{100 * r['route_completion']:.0f}%",
+                 f"{r['time_s']:.1f}", f"{r['min_speed_mps']:.1f}", f"{r['min_ttc_s']:.1f}"] for _, r in failed.head(max_rows).iterrows()]
+        more = f"; {len(failed) - max_rows} more in the results file" if len(failed) > max_rows else ""
+        out.append(Table(f"{scenario}: failed episodes ({len(failed)}{more})", header, rows, [[False] * len(header) for _ in rows]))
+    return out
+
+
+def failure_gallery(table: pd.DataFrame, scenario: str, runs: list[dict], config: ReportConfig) -> tuple[list[Image], list[str]]:
+    """For one failed episode per policy and failure type: its final frame, and its path, lane offset,
+    speed and commands over time beside the scripted expert's from the same seed."""
+    from drive_drail.evaluate.render import RenderError, encode_png, render_episode, replay_trace
+
+    picks = gallery_picks(table[table["scenario"] == scenario], config.gallery_max)
+    if not picks:
+        return [], []
+    try:
+        sc = scenario_for(scenario, runs)
+    except (OSError, ValueError) as exc:
+        return [], [f"{scenario}: cannot rebuild the scenario to replay failures ({exc})"]
+    images, notes = [], []
+    for row in picks:
+        where = f"{row['policy']} on {scenario}/{row['split']} seed {int(row['seed'])}"
+        name = f"{scenario}_{row['policy']}_{row['outcome']}"
+        policy = policy_from_row(row)
+        if policy is None:
+            notes.append(f"{row['outcome']}: {where}: policy artifact {row.get('policy_source')} not found, not replayed")
+            continue
+        try:
+            ep = render_episode(sc, str(row["split"]), int(row["seed"]), policy, last_only=True)
+        except (RenderError, ImportError, OSError) as exc:
+            notes.append(f"{row['outcome']}: {where}: not rendered ({exc})")
+            continue
+        caption = f"{row['outcome']}: {where}: the last frame, {ep.metrics['time_s']:.1f} s, route {100 * ep.metrics['route_completion']:.0f}%"
+        images.append(Image(encode_png(ep.frames[-1]), "png", f"{name}_end.png", caption))
+        expert = None
+        if row["policy_kind"] != "expert":
+            try:
+                expert = replay_trace(sc, str(row["split"]), int(row["seed"]), PolicySpec(label="expert", kind="expert"))
+            except (UserError, ImportError, OSError, ValueError) as exc:  # a scenario without a scripted expert
+                notes.append(f"{where}: no expert trace beside it ({exc})")
+        title = f"{row['outcome']}: {where}" + (" (green: the expert from the same seed)" if expert is not None else "")
+        images.append(Image(trace_figure(ep.trace, str(row["policy"]), expert, title), "png", f"{name}_trace.png", title))
     return images, notes
 
 
@@ -623,6 +691,17 @@ def write_report(
         if config.render:
             gifs, notes = episode_gifs(table, sc, runs, config)
             for img in gifs:
+                add_image(img)
+            for note in notes:
+                para(note, "note")
+        if not (table.loc[table["scenario"] == sc, "success"] < 0.5).any():
+            continue
+        section(f"Why episodes fail: {sc}")
+        for t in failure_tables(table, sc, policies, config.failed_rows_max):
+            add_table(t)
+        if config.render and config.gallery_max > 0:
+            gallery, notes = failure_gallery(table, sc, runs, config)
+            for img in gallery:
                 add_image(img)
             for note in notes:
                 para(note, "note")

@@ -15,6 +15,7 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
+from drive_drail import spec
 from drive_drail.evaluate.metrics import HARD_BRAKE_MPS2, EpisodeTrace, episode_metrics, ttc_ahead_s
 from drive_drail.sim.base import INFO_LANE_INDEX, INFO_ROUTE_COMPLETION, INFO_SPEED_MPS
 
@@ -44,7 +45,7 @@ def run_trace(env, policy: Policy, seed: int, on_step: Callable[[object], None] 
     start = getattr(policy, "start_episode", None)
     if start is not None:
         start(env, seed)
-    speed, lane, xs, ys, ttc, completion = [], [], [], [], [], []
+    speed, lane, xs, ys, ttc, completion, offset, actions = [], [], [], [], [], [], [], []
 
     def record(info: dict) -> None:
         scene = env.scene()
@@ -54,13 +55,16 @@ def run_trace(env, policy: Policy, seed: int, on_step: Callable[[object], None] 
         ys.append(scene.ego.y_m)
         ttc.append(ttc_ahead_s(scene))
         completion.append(float(info.get(INFO_ROUTE_COMPLETION, np.nan)))
+        offset.append(float(scene.lane.offset_m))
         if on_step is not None:
             on_step(env)
 
     record(info)
     done = False
     while not done:
-        obs, _, terminated, truncated, info = env.step(policy.act(obs))
+        action = policy.act(obs)
+        actions.append(np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0))
+        obs, _, terminated, truncated, info = env.step(action)
         record(info)
         done = terminated or truncated
     return EpisodeTrace(
@@ -72,6 +76,8 @@ def run_trace(env, policy: Policy, seed: int, on_step: Callable[[object], None] 
         ttc_s=np.asarray(ttc),
         route_completion=np.asarray(completion),
         final_info=info,
+        lane_offset_m=np.asarray(offset),
+        action_physical=spec.action_to_physical(np.asarray(actions).reshape(-1, 2)),
     )
 
 

@@ -245,7 +245,12 @@ class HighwayAdapter(base.SpecAdapter):
     def render_rgb(self) -> np.ndarray:
         """highway-env's top-down frame of the current scene, ``[H, W, 3]`` uint8 (headless: set
         ``SDL_VIDEODRIVER=offscreen`` before pygame starts, as the report does)."""
+        from highway_env.vehicle.graphics import VehicleGraphics
+
         self._hw.render_mode = "rgb_array"
+        # highway-env paints a plain Vehicle (the continuous-action ego) and an Obstacle in the same yellow:
+        # the ego gets highway-env's ego green (graphics only; no dynamics read ``color``)
+        self.ego.color = VehicleGraphics.EGO_COLOR
         frame = self._hw.render()
         # highway-env re-renders every intermediate simulation step after a render() call; one frame per policy step is enough.
         self._hw.enable_auto_render = False
