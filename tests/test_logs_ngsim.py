@@ -189,3 +189,31 @@ def test_a_damaged_headerless_file_names_the_row(tmp_path, damage, says):
     with pytest.raises(Exception) as err:
         NgsimReader().read(txt)
     assert says in str(err.value) and str(txt) in str(err.value)
+
+
+@pytest.mark.parametrize("form", ["csv", "fhwa_txt"])
+def test_motorcycles_are_traffic_never_experts_and_classes_are_counted(tmp_path, form):
+    frame = ngsim_frame(location=None)
+    frame.loc[frame.Vehicle_ID == 11, "v_Class"] = 1  # a motorcycle
+    if form == "csv":
+        _write(frame, tmp_path / "t.csv")
+        log = NgsimReader(location="us-101").read(tmp_path / "t.csv")
+    else:
+        log = NgsimReader(location="us-101").read(_fhwa_txt(tmp_path / "t.txt", frame))
+    expert = log.tracks.groupby("track_id").expert.all()
+    assert not expert[11] and expert.drop(11).all()
+    assert log.extra["vehicle_classes"] == {"motorcycle": 1, "auto": 3, "truck": 1}  # vehicle 13 is a 40 ft truck
+
+
+def test_an_unknown_vehicle_class_names_the_row(tmp_path):
+    frame = ngsim_frame(location=None)
+    frame.loc[7, "v_Class"] = 4
+    _write(frame, tmp_path / "t.csv")
+    with pytest.raises(Exception, match=r"column 'v_Class', row 8: vehicle class 4 is not one of 1 \(motorcycle\)"):
+        NgsimReader().read(tmp_path / "t.csv")
+
+
+def test_a_file_without_v_class_keeps_every_vehicle_as_an_expert(tmp_path):
+    _write(ngsim_frame(location=None).drop(columns="v_Class"), tmp_path / "t.csv")
+    log = NgsimReader(location="us-101").read(tmp_path / "t.csv")
+    assert log.tracks.expert.all() and "vehicle_classes" not in log.extra

@@ -91,10 +91,12 @@ def read_numeric_csv(
     int_columns: set[str] = frozenset(),
     case_insensitive: bool = False,
     text_columns: list[str] = (),
+    optional_columns: list[str] = (),
 ) -> dict[str, np.ndarray]:
     """Read the numeric ``columns`` of a CSV file into numpy arrays, fully validated.
 
-    Returns ``{column: array [n_rows]}`` (int64 for ``int_columns``, else float64), plus
+    Returns ``{column: array [n_rows]}`` (int64 for ``int_columns``, else float64), the
+    ``optional_columns`` that the file has (numeric, checked the same way), plus
     the optional ``text_columns`` that the file has, as pyarrow string ChunkedArrays (one
     pass over the file).
     Raises :class:`LogError` naming file, column and 1-based data row for a missing
@@ -115,6 +117,10 @@ def read_numeric_csv(
             shown = ", ".join(h.strip() for h in header[:12]) + (", ..." if len(header) > 12 else "")
             raise LogError(path, f"missing column (found: {shown})", column=c)
         actual[c] = lookup[key]
+    present = [c for c in optional_columns if (c.lower() if case_insensitive else c) in lookup]
+    for c in present:
+        actual[c] = lookup[c.lower() if case_insensitive else c]
+    columns = [*columns, *present]
     types = {actual[c]: pa.float64() for c in columns}  # ints too: "12.0" is a fine frame number
     types.update({actual[c]: pa.string() for c in text_columns if c in actual})
     try:

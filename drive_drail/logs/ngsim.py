@@ -2,7 +2,7 @@
 
 Columns used (names matched ignoring case; extra columns such as Global_X, O_Zone,
 Direction, Movement are ignored): Vehicle_ID, Frame_ID, Local_X, Local_Y, v_Length,
-v_Width, v_Vel, Lane_ID, and Location when present. The files as FHWA ships them
+v_Width, v_Vel, Lane_ID, and Location and v_Class when present. The files as FHWA ships them
 (``trajectories-0750am-0805am.txt``) have no header and separate their 18 columns
 (:data:`FHWA_COLUMNS`) by whitespace; they are read by position.
 
@@ -30,6 +30,11 @@ every lane as a main lane); a file name containing ``us-101``/``us101``/``i-80``
 else the data: max Lane_ID 8 -> US-101, max Lane_ID 7 -> I-80, otherwise all lanes main.
 ``lane_count`` is the number of main lanes, raised to ``lane_index + 1`` on rows in a lane
 beyond them so that ``0 <= lane_index < lane_count`` always holds.
+
+Vehicle class (``v_Class``: 1 motorcycle, 2 auto, 3 truck): motorcycles are kept as traffic but
+never as expert egos (``expert = False``): they filter between lanes, which no car policy may learn;
+trucks stay experts (their own length is the bicycle model's). The tracks per class are counted in
+``extra["vehicle_classes"]``; a class outside 1-3 is an error naming the row.
 
 Tracks: rows are sorted by (Location, Vehicle_ID, Frame_ID) because published releases
 are not in order. A Vehicle_ID listed twice in one frame (at one location) is an error.
@@ -80,7 +85,11 @@ FHWA_COLUMNS = [
     "Space_Headway", "Time_Headway",
 ]  # fmt: skip
 """The columns of FHWA's original headerless, whitespace-separated trajectory files, in order."""
-_INT_COLUMNS = {"Vehicle_ID", "Frame_ID", "Lane_ID"}
+_INT_COLUMNS = {"Vehicle_ID", "Frame_ID", "Lane_ID", "v_Class"}
+VEHICLE_CLASSES = {1: "motorcycle", 2: "auto", 3: "truck"}
+"""FHWA's ``v_Class`` codes."""
+NOT_EXPERT_CLASSES = (1,)
+"""Classes never used as expert egos: motorcycles."""
 _UNITS_HINT = " - units look wrong (feet vs metres?)"
 
 
@@ -113,7 +122,7 @@ def is_fhwa_headerless(path: Path) -> bool:
 
 
 def read_fhwa_headerless(path: Path) -> dict[str, np.ndarray]:
-    """The :data:`COLUMNS` of a headerless FHWA file as arrays (int64 for ids, else float64), fully validated:
+    """The :data:`COLUMNS` and ``v_Class`` of a headerless FHWA file as arrays (int64 for ids, else float64), fully validated:
     a row with missing or extra fields, a non-numeric or a non-finite cell is a :class:`LogError` naming its row."""
     import pandas as pd
 
@@ -141,7 +150,8 @@ def read_fhwa_headerless(path: Path) -> dict[str, np.ndarray]:
         raise LogError(path, why, column=FHWA_COLUMNS[first], row=r + 1)
     if len(table) == 0:
         raise LogError(path, "no data rows")
-    return {name: table[name].to_numpy(np.int64) if name in _INT_COLUMNS else table[name].to_numpy(np.float64) for name in COLUMNS}
+    return {name: table[name].to_numpy(np.int64) if name in _INT_COLUMNS else table[name].to_numpy(np.float64)
+            for name in (*COLUMNS, "v_Class")}
 
 
 def normalize_location(name: str) -> str:
@@ -190,7 +200,8 @@ class NgsimReader:
         if is_fhwa_headerless(path):
             c = read_fhwa_headerless(path)
         else:
-            c = read_numeric_csv(path, COLUMNS, int_columns=_INT_COLUMNS, case_insensitive=True, text_columns=["Location"])
+            c = read_numeric_csv(path, COLUMNS, int_columns=_INT_COLUMNS, case_insensitive=True, text_columns=["Location"],
+                                 optional_columns=["v_Class"])
         n = c["Frame_ID"].size
         locations = c.get("Location")
 
@@ -220,6 +231,12 @@ class NgsimReader:
                 raise LogError(path, f"value {arr[bad[0]]} out of range", column=col, row=int(bad[0]) + 1)
         for col in ("v_Length", "v_Width"):
             check_positive(c[col], path, col, "vehicle size")
+        v_class = c.get("v_Class")
+        if v_class is not None:
+            bad = np.flatnonzero(~np.isin(v_class, list(VEHICLE_CLASSES)))
+            if bad.size:
+                raise LogError(path, f"vehicle class {v_class[bad[0]]} is not one of 1 (motorcycle), 2 (auto), 3 (truck)",
+                               column="v_Class", row=int(bad[0]) + 1)
         for col in ("Local_X", "Local_Y", "v_Length"):
             check_coordinates(c[col], path, col, to_m=FT_TO_M)
 
@@ -285,6 +302,7 @@ class NgsimReader:
                 "lane_count": lane_count,
                 "lane_offset_m": lane_offset_m,
                 "on_ramp": on_ramp,
+                **({} if v_class is None else {"expert": ~np.isin(v_class[order], NOT_EXPERT_CLASSES)}),
             },
             source=path,
             format=FORMAT,
@@ -295,6 +313,7 @@ class NgsimReader:
                 "main_lanes": {sid: lay.main_lanes for sid, (_, lay) in layouts.items()},
                 "on_ramp_lane_ids": {sid: list(lay.on_ramp_lanes) for sid, (_, lay) in layouts.items()},
                 "track_id_stride": SEGMENT_ID_STRIDE,
+                **({} if v_class is None else {"vehicle_classes": _tracks_per_class(s_scene, s_track, v_class[order])}),
             },
         )
 
@@ -351,6 +370,12 @@ class NgsimReader:
                 column="v_Length",
                 row=int(short[0]) + 1,
             )
+
+
+def _tracks_per_class(scene: np.ndarray, track: np.ndarray, v_class: np.ndarray) -> dict[str, int]:
+    """Number of tracks of each vehicle class (a track takes the class of its first row)."""
+    first = np.concatenate([[True], (scene[1:] != scene[:-1]) | (track[1:] != track[:-1])])
+    return {name: int((v_class[first] == code).sum()) for code, name in VEHICLE_CLASSES.items()}
 
 
 def _track_order(scene_id: np.ndarray, vid: np.ndarray, frame: np.ndarray) -> np.ndarray:
