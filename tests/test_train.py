@@ -425,3 +425,22 @@ def test_the_lane_features_take_their_own_std_floor_and_the_rest_the_shared_one(
     others = np.setdiff1d(np.arange(spec.OBS_DIM), idx)
     np.testing.assert_array_equal(lane.obs_std[others], shared.obs_std[others])
     np.testing.assert_array_equal(lane.obs_mean, shared.obs_mean)
+
+
+def test_a_wandb_tracked_run_logs_the_csv_metrics_offline_and_a_resume_continues_the_same_run(stop_demos, tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)  # offline is the default: no network, no login
+    run = train(small(stop_demos, tmp_path / "run", steps=64, tracker="wandb"), progress=False)
+    run_id = (run / "wandb_id.txt").read_text().strip()
+    offline = sorted((run / "wandb").glob(f"offline-run-*-{run_id}"))
+    assert len(offline) == 1
+    log = (offline[0] / f"run-{run_id}.wandb").read_bytes()  # W&B's record log: history keys and JSON values, as `wandb sync` uploads them
+    metrics = pd.read_csv(run / "metrics.csv")
+    for column in ("disc/d_agent", "charts/reward_mean", "losses/policy_loss", "bc/train_mse"):
+        assert column.encode() in log and json.dumps(float(metrics[column].dropna().iloc[-1])).encode() in log, column
+    train(small(stop_demos, tmp_path / "run", steps=128, tracker="wandb"), resume=True, progress=False, steps=128)
+    assert (run / "wandb_id.txt").read_text().strip() == run_id  # the resumed run logs under the same W&B id
+    latest = max((run / "wandb").glob(f"offline-run-*-{run_id}*/run-{run_id}.wandb"), key=lambda p: p.stat().st_mtime).read_bytes()
+    resumed = pd.read_csv(run / "metrics.csv")
+    assert resumed["global_step"].iloc[-1] == 128 and json.dumps(float(resumed["disc/d_agent"].iloc[-1])).encode() in latest

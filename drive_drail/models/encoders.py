@@ -28,10 +28,10 @@ from drive_drail import spec
 
 EGO_DIM = len(spec.EGO_FEATURES)
 SLOT_DIM = len(spec.NEIGHBOUR_FEATURES)
-PRESENT = 0
+PRESENT = [f.name for f in spec.NEIGHBOUR_FEATURES].index("present")
 """Index of ``present`` within a slot."""
-assert spec.NEIGHBOUR_FEATURES[PRESENT].name == "present"
-assert spec.OBS_DIM == EGO_DIM + spec.K_NEIGHBOURS * SLOT_DIM
+if spec.OBS_DIM != EGO_DIM + spec.K_NEIGHBOURS * SLOT_DIM:  # the set encoder's slot layout (kept under python -O)
+    raise ImportError(f"spec layout changed: OBS_DIM {spec.OBS_DIM} != {EGO_DIM} + {spec.K_NEIGHBOURS} x {SLOT_DIM}")
 
 ENCODERS = ("flat", "set")
 """The actor file's ``encoder`` values (train/config.py's POLICY_ENCODERS are the trainable ones)."""

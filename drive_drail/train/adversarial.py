@@ -39,7 +39,7 @@ from drive_drail.train.bc import behaviour_clone
 from drive_drail.train.config import TrainConfig
 from drive_drail.train.demos import Demos, load_demos
 from drive_drail.train.envs import make_vec_env
-from drive_drail.train.metrics import MetricsLog
+from drive_drail.train.metrics import MetricsLog, WandbTracker
 from drive_drail.train.ppo import PPOSettings, ppo_update
 from drive_drail.train.rollout import collect_rollout
 
@@ -190,7 +190,8 @@ def _train_loop(config, run_dir, env, demos: Demos, expert_obs, expert_act, resu
             disc_config = {**common, "hidden_dim": config.disc_hidden, "scoring": "fused" if config.fused else "unshared",
                            "label_injection": config.label_injection, "reward_samples": config.reward_samples}
         disc = make_discriminator(config.algo, disc_obs_dim, spec.ACTION_DIM, disc_config, seed=config.seed)
-    metrics = MetricsLog(run_dir / "metrics.csv", fresh=not resume, tensorboard_dir=run_dir / "tb")
+    tracker = WandbTracker(run_dir, config.to_dict(), resume) if config.tracker == "wandb" else None
+    metrics = MetricsLog(run_dir / "metrics.csv", fresh=not resume, tensorboard_dir=run_dir / "tb", tracker=tracker)
     iterations = max(1, config.steps // (config.n_steps * config.n_envs))
     start = 0
 

@@ -22,6 +22,7 @@ PolicyEncoder = Literal["set", "flat"]
 POLICY_ENCODERS: tuple[str, ...] = get_args(PolicyEncoder)
 """How actor and critic read the neighbour slots (TrainConfig.policy_encoder; models/encoders.py)."""
 Backend = Literal["adapter", "batched"]
+Tracker = Literal["none", "wandb"]
 LabelInjection = Literal["film", "input"]
 
 
@@ -181,6 +182,9 @@ class TrainConfig:
     (at least 1). Two threads on a core another process keeps busy run slower than one
     (benchmarks/results/training_threads.json); give 1 when several runs share the machine."""
 
+    tracker: Tracker = flag("none", "also log the metrics to Weights & Biases: wandb (pip install 'drive-drail[wandb]'; "
+                            "offline in RUN/wandb unless WANDB_MODE=online) (default {default})")
+    """Experiment tracker beside metrics.csv and TensorBoard (train/metrics.py's WandbTracker)."""
     checkpoint_interval_s: float = flag(30.0, "seconds between checkpoints (default {default:g}; the last iteration "
                                         "is always saved; 0: every iteration)")
     """Checkpoint after the first iteration that ends this many seconds after the last checkpoint,

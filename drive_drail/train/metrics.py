@@ -1,5 +1,6 @@
-"""Training metrics a user can open: a CSV (one row per iteration, one column per metric) and
-TensorBoard event files (``tensorboard --logdir RUN/tb``) with the same names.
+"""Training metrics a user can open: a CSV (one row per iteration, one column per metric),
+TensorBoard event files (``tensorboard --logdir RUN/tb``) with the same names, and optionally a
+Weights & Biases run (:class:`WandbTracker`).
 
 Metric names carry fixed prefixes (``losses/``, ``disc/``, ``charts/``, ``time/``, ``bc/``; CleanRL's
 ``charts/`` and ``losses/``) against one global step (environment steps).
@@ -9,10 +10,13 @@ from __future__ import annotations
 
 import csv
 import io
+import math
+import os
 import shutil
+import uuid
 from pathlib import Path
 
-from drive_drail.atomic import write_csv
+from drive_drail.atomic import write_csv, write_text
 
 
 class MetricsLog:
@@ -20,10 +24,12 @@ class MetricsLog:
     its whole history every iteration); a new column rewrites the file atomically. A line cut
     short by a kill is dropped on load."""
 
-    def __init__(self, path: str | Path, fresh: bool = False, tensorboard_dir: str | Path | None = None):
+    def __init__(self, path: str | Path, fresh: bool = False, tensorboard_dir: str | Path | None = None,
+                 tracker: "WandbTracker | None" = None):
         """Continue the log at ``path`` (a resumed run), or start it anew when ``fresh``; also write
-        TensorBoard events to ``tensorboard_dir`` when given."""
+        TensorBoard events to ``tensorboard_dir`` and every row to ``tracker`` when given."""
         self.path = Path(path)
+        self.tracker = tracker
         self.tensorboard_dir = Path(tensorboard_dir) if tensorboard_dir is not None else None
         self._tb = None
         self.rows: list[dict] = []
@@ -49,6 +55,8 @@ class MetricsLog:
         self.rows.append(row)
         if self.tensorboard_dir is not None:
             self._add_scalars(global_step, values)
+        if self.tracker is not None:
+            self.tracker.log(global_step, values)
         if all(k in self.columns for k in row) and self.path.exists():
             with self.path.open("a", newline="") as f:
                 csv.DictWriter(f, fieldnames=self.columns).writerow(row)
@@ -65,16 +73,22 @@ class MetricsLog:
             self._open_tensorboard(purge_step=global_step + 1)
 
     def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
-            self._tb = None
+        self._close_tensorboard()
+        if self.tracker is not None:
+            self.tracker.close()
+            self.tracker = None
 
     def _open_tensorboard(self, purge_step: int | None = None):
         from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
 
-        self.close()
+        self._close_tensorboard()
         self._tb = SummaryWriter(str(self.tensorboard_dir), purge_step=purge_step)
         return self._tb
+
+    def _close_tensorboard(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
 
     def _add_scalars(self, global_step: int, values: dict[str, float]) -> None:
         tb = self._tb or self._open_tensorboard()
@@ -85,3 +99,30 @@ class MetricsLog:
 
     def _rewrite(self) -> None:
         write_csv(self.path, self.rows, self.columns)
+
+
+class WandbTracker:
+    """The metrics of a training run as a Weights & Biases run (``TrainConfig.tracker = "wandb"``).
+
+    Offline unless ``WANDB_MODE`` says otherwise: the run is written under ``RUN/wandb/`` and
+    ``wandb sync RUN/wandb/offline-run-*`` uploads it later (no network is needed to train).
+    The project is ``WANDB_PROJECT`` (default ``drive-drail``), the run's name its folder's; a resumed
+    run continues the same W&B run (its id is kept in ``RUN/wandb_id.txt``).
+    """
+
+    def __init__(self, run_dir: str | Path, config: dict, resume: bool):
+        import wandb  # the [wandb] extra
+
+        run_dir = Path(run_dir)
+        id_file = run_dir / "wandb_id.txt"
+        run_id = id_file.read_text().strip() if resume and id_file.exists() else uuid.uuid4().hex[:12]
+        write_text(id_file, run_id + "\n")
+        self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "drive-drail"), name=run_dir.name, id=run_id,
+                              resume="allow", dir=str(run_dir), config=config, mode=os.environ.get("WANDB_MODE", "offline"),
+                              settings=wandb.Settings(console="off", silent=True, disable_git=True))
+
+    def log(self, global_step: int, values: dict[str, float]) -> None:
+        self.run.log({k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and math.isfinite(v)}, step=global_step)
+
+    def close(self) -> None:
+        self.run.finish()
