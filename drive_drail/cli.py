@@ -108,6 +108,10 @@ def _train_settings(args: argparse.Namespace) -> dict[str, object]:
     return settings
 
 
+RESUME_MAY_CHANGE = ("steps", "out", "torch_threads", "checkpoint_interval_s")
+"""TrainConfig fields a ``--resume`` may set anew; any other flag given must match the saved run."""
+
+
 def _config_flag_names(args: argparse.Namespace, settings: dict[str, object]) -> dict[str, str]:
     """TrainConfig field -> how an error names it: the ``--config`` file's key where only the file set it,
     else its flag."""
@@ -135,9 +139,11 @@ def _cmd_train(args: argparse.Namespace) -> None:
         saved = checkpoint.load_config(out)
         if saved is None:
             raise UserError(f"{out}: nothing to resume (no checkpoint found)")
-        for flag, field in (("--scenario", "scenario"), ("--algo", "algo"), ("--demos", "demos"), ("--seed", "seed")):
-            if field in settings and settings[field] != getattr(saved, field):
-                raise UserError(f"{flag} {settings[field]} contradicts the run in {out} ({getattr(saved, field)}); "
+        names = _config_flag_names(args, settings)
+        for field, value in settings.items():  # the new total of steps, the folder and the machine's share may change
+            if field not in RESUME_MAY_CHANGE and value != getattr(saved, field):
+                shown = " ".join(map(str, value)) if isinstance(value, tuple) else value
+                raise UserError(f"{names[field]} {shown} contradicts the run in {out} ({getattr(saved, field)}); "
                                 "a resume keeps the run's settings")
         config = saved
     else:

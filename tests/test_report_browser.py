@@ -37,13 +37,15 @@ def test_report_loads_in_headless_chromium_with_images_tables_and_no_console_err
 
     assert seen.console_errors == []
     assert seen.title == "drive-drail evaluation report"
-    # every <img> of the file (bar plots, learning curves, success and failure GIFs) decoded
-    assert len(seen.images) == page.count("<img ") == 4
+    # every <img> of the file (bar plots, learning curves, success and failure GIFs, the failure gallery's
+    # last frame and traces) decoded
+    assert len(seen.images) == page.count("<img ") == 6
     assert seen.broken_images == []
-    assert sorted(im["src"][:15] for im in seen.images) == ["data:image/gif;", "data:image/gif;", "data:image/png;", "data:image/png;"]
-    # the summary table, the paired table (constant minus the expert) and the per-scenario table, with their rows
-    assert seen.tables == page.count("<table>") == 3
-    assert seen.table_rows == 2 + 1 + 2
+    assert sorted(im["src"][:15] for im in seen.images) == ["data:image/gif;"] * 2 + ["data:image/png;"] * 4
+    # the summary table, the paired table (constant minus the expert), the per-scenario table, how the episodes
+    # ended (one row per policy) and the failed episodes (the constant policy's two), with their rows
+    assert seen.tables == page.count("<table>") == 5
+    assert seen.table_rows == 2 + 1 + 2 + 2 + 2
     shot = np.asarray(Image.open(io.BytesIO(seen.screenshot_png)).convert("RGB"))
     assert shot.shape[0] > 500 and shot.shape[1] > 800
     assert shot.std() > 10  # text, tables and figures drawn, not a blank page

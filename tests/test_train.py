@@ -298,6 +298,11 @@ def test_sigterm_checkpoints_and_stops_cleanly_and_the_run_resumes(stop_demos, t
     contradicts = subprocess.run([sys.executable, "-m", "drive_drail.cli", "train", "--scenario", "merge", "-o", str(out),
                                   "--resume", "--quiet"], capture_output=True, text=True, timeout=600)
     assert contradicts.returncode == 2 and "--scenario merge contradicts" in contradicts.stderr
+    for flags, says in ((["--gamma", "0.5"], "--gamma 0.5 contradicts"), (["--policy-hidden", "8"], "--policy-hidden 8 contradicts"),
+                        (["--no-reward-norm"], "--reward-norm False contradicts")):
+        refused = subprocess.run([sys.executable, "-m", "drive_drail.cli", "train", "-o", str(out), "--resume", "--quiet", *flags],
+                                 capture_output=True, text=True, timeout=600)
+        assert refused.returncode == 2 and says in refused.stderr, refused.stderr  # every setting, not only the four named
     resume = subprocess.run([sys.executable, "-m", "drive_drail.cli", "train", "-o", str(out),  # settings from the run
                              "--resume", "--steps", str((stopped_at + 1) * 32), "--quiet"], capture_output=True, text=True, timeout=600)
     assert resume.returncode == 0, resume.stderr
