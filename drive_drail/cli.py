@@ -115,11 +115,11 @@ RESUME_MAY_CHANGE = ("steps", "out", "torch_threads", "checkpoint_interval_s")
 def _config_flag_names(args: argparse.Namespace, settings: dict[str, object]) -> dict[str, str]:
     """TrainConfig field -> how an error names it: the ``--config`` file's key where only the file set it,
     else its flag."""
-    from drive_drail.train.config import TrainConfig
+    from drive_drail.train.config import TrainConfig, flag_names
 
     from_file = getattr(args, "config", None)
     return {f.name: f"{from_file}: key '{f.name}'" if from_file and f.name in settings and not hasattr(args, f.name)
-            else (f.metadata["names"] or (f"--{f.name.replace('_', '-')}",))[-1] for f in fields(TrainConfig)}
+            else flag_names(f)[-1] for f in fields(TrainConfig)}
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
@@ -426,12 +426,11 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field, made from the field (drive_drail/train/config.py's ``flag``): its
     names, help line and type; a ``Literal`` gives the choices, a bool ``--x/--no-x``, a tuple a list.
     The dest is the field's name, and a flag not given sets nothing (``--config`` or the default stands)."""
-    from drive_drail.train.config import TrainConfig
+    from drive_drail.train.config import TrainConfig, field_types, flag_names
 
-    hints = typing.get_type_hints(TrainConfig)
     for f in fields(TrainConfig):
-        meta, hint = f.metadata, hints[f.name]
-        names = meta["names"] or (f"--{f.name.replace('_', '-')}",)
+        meta, hint = f.metadata, field_types()[f.name]
+        names = flag_names(f)
         default = " ".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
         kwargs: dict[str, object] = {"dest": f.name, "help": meta["help"].format(default=default)}
         if meta["once"]:

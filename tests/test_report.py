@@ -12,7 +12,7 @@ from PIL import Image as PILImage
 from drive_drail.errors import UserError
 from drive_drail.evaluate.metrics import METRIC_COLUMNS
 from drive_drail.evaluate.report import ReportConfig, best_mask, pick_representatives, write_report
-from drive_drail.evaluate.failures import failure_counts, failure_type
+from drive_drail.evaluate.failures import failure_counts, failure_type, with_failure_types
 from drive_drail.evaluate.runner import RESULT_COLUMNS, evaluate, write_results
 from drive_drail.scenario import load_scenario
 
@@ -151,7 +151,7 @@ def test_failure_types_follow_their_rule_in_order():
     assert failure_type({**base, "min_speed_mps": 0.2}) == "stopped short"
     assert failure_type({**base, "min_speed_mps": 0.2, "time_to_goal_s": 12.0}) == "timeout"  # reached the goal, then failed
     assert failure_type(base) == "timeout"
-    counts = failure_counts(constructed_results(), ["expert", "trained", "constant"])
+    counts = failure_counts(with_failure_types(constructed_results()), ["expert", "trained", "constant"])
     assert counts["episodes"].tolist() == [24, 24, 24] and counts["success"].tolist() == [24, 12, 0]
     assert (counts["collision"] + counts["success"]).tolist() == [24, 24, 24]  # the constructed failures all collide
 

@@ -399,7 +399,9 @@ def test_every_config_field_has_a_train_flag_that_sets_it():
     assert _train_settings(args) == {"gamma": 0.9, "policy_hidden": (32, 16), "init_action_std": (0.2, 0.05), "fused": False,
                                      "reward_norm": False, "learning_rate": 3e-5, "algo": "gail", "bc_coef": 0.5}
     help_text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
-    flags = {f.name: (f.metadata["names"] or (f"--{f.name.replace('_', '-')}",))[-1] for f in fields(TrainConfig)}
+    from drive_drail.train.config import flag_names
+
+    flags = {f.name: flag_names(f)[-1] for f in fields(TrainConfig)}
     assert [name for name, flag in flags.items() if flag not in help_text] == []
 
 

@@ -48,10 +48,10 @@ def with_failure_types(table: pd.DataFrame) -> pd.DataFrame:
     return table.assign(outcome=[failure_type(row) for _, row in table.iterrows()])
 
 
-def failure_counts(table: pd.DataFrame, policies: list[str]) -> pd.DataFrame:
-    """Episodes per policy and outcome: one row per policy (in ``policies`` order) with the columns
-    ``episodes``, ``success`` and each failure type (counts)."""
-    typed = with_failure_types(table)
+def failure_counts(typed: pd.DataFrame, policies: list[str]) -> pd.DataFrame:
+    """Episodes per policy and outcome of a table with an ``outcome`` column (:func:`with_failure_types`):
+    one row per policy (in ``policies`` order) with the columns ``episodes``, ``success`` and each failure
+    type (counts)."""
     rows = []
     for policy in policies:
         outcomes = typed.loc[typed["policy"] == policy, "outcome"]
@@ -62,10 +62,10 @@ def failure_counts(table: pd.DataFrame, policies: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["policy", "episodes", "success", *FAILURE_TYPES])
 
 
-def gallery_picks(table: pd.DataFrame, max_items: int) -> list[pd.Series]:
-    """One representative failed episode per (policy, failure type): the one whose route completion is
-    the median of its group (ties: the lowest seed). Trained policies first, at most ``max_items``."""
-    typed = with_failure_types(table)
+def gallery_picks(typed: pd.DataFrame, max_items: int) -> list[pd.Series]:
+    """One representative failed episode per (policy, failure type) of a table with an ``outcome`` column
+    (:func:`with_failure_types`): the one whose route completion is the median of its group (ties: the
+    lowest seed). Trained policies first, at most ``max_items``."""
     failed = typed[typed["outcome"] != "success"]
     order = ("artifact", "constant", "random", "expert")
     picks = []

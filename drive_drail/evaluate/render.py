@@ -63,14 +63,14 @@ def render_episode(scenario: Scenario, split: str, seed: int, policy: PolicySpec
     step = [0]
 
     def grab(env) -> None:
-        if last_only:
-            frames[:] = [_rgb_frame(env)]
-        elif step[0] % frame_every == 0 and len(frames) < max_frames:
+        if step[0] % frame_every == 0 and len(frames) < max_frames:
             frames.append(_rgb_frame(env))
         step[0] += 1
 
     try:
-        trace = run_trace(env, build_policy(policy, scenario), seed, on_step=grab)
+        trace = run_trace(env, build_policy(policy, scenario), seed, on_step=None if last_only else grab)
+        if last_only:  # the env still holds the final state
+            frames.append(_rgb_frame(env))
     finally:
         env.close()
     if frames and max(f.max() for f in frames) == 0:

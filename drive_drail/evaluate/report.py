@@ -502,21 +502,19 @@ def episode_gifs(table: pd.DataFrame, scenario: str, runs: list[dict], config: R
     return images, notes
 
 
-def failure_tables(table: pd.DataFrame, scenario: str, policies: list[str], max_rows: int) -> list[Table]:
+def failure_tables(typed: pd.DataFrame, scenario: str, policies: list[str], max_rows: int) -> list[Table]:
     """How each policy's episodes of ``scenario`` ended (counts per failure type, per split), and the
-    failed episodes one by one (the first ``max_rows``)."""
-    sub = table[table["scenario"] == scenario]
+    failed episodes one by one (the first ``max_rows``); ``typed``: the scenario's rows with their outcome."""
     header = ["policy", "split", "episodes", "success", *FAILURE_TYPES]
     rows = []
-    for split in sorted(sub["split"].unique(), key=_split_order):
-        counts = failure_counts(sub[sub["split"] == split], policies)
+    for split in sorted(typed["split"].unique(), key=_split_order):
+        counts = failure_counts(typed[typed["split"] == split], policies)
         for _, c in counts.iterrows():
             n = int(c["episodes"])
             rows.append([c["policy"], split, str(n), *(f"{int(c[k])} ({100 * int(c[k]) / n:.0f}%)" for k in ("success", *FAILURE_TYPES))])
     out = [Table(f"{scenario}: how the episodes ended (failure types: drive_drail/evaluate/failures.py)", header, rows,
                  [[False] * len(header) for _ in rows])]
-    failed = with_failure_types(sub)
-    failed = failed[failed["outcome"] != "success"]
+    failed = typed[typed["outcome"] != "success"]
     if len(failed):
         header = ["policy", "split", "seed", "failure", "route", "time [s]", "min speed [m/s]", "min TTC [s]"]
         rows = [[str(r["policy"]), str(r["split"]), str(int(r["seed"])), r["outcome"], f"{100 * r['route_completion']:.0f}%",
@@ -526,12 +524,13 @@ def failure_tables(table: pd.DataFrame, scenario: str, policies: list[str], max_
     return out
 
 
-def failure_gallery(table: pd.DataFrame, scenario: str, runs: list[dict], config: ReportConfig) -> tuple[list[Image], list[str]]:
-    """For one failed episode per policy and failure type: its final frame, and its path, lane offset,
-    speed and commands over time beside the scripted expert's from the same seed."""
+def failure_gallery(typed: pd.DataFrame, scenario: str, runs: list[dict], config: ReportConfig) -> tuple[list[Image], list[str]]:
+    """For one failed episode per policy and failure type (``typed``: the scenario's rows with their outcome):
+    its final frame, and its path, lane offset, speed and commands over time beside the scripted expert's
+    from the same seed."""
     from drive_drail.evaluate.render import RenderError, encode_png, render_episode, replay_trace
 
-    picks = gallery_picks(table[table["scenario"] == scenario], config.gallery_max)
+    picks = gallery_picks(typed, config.gallery_max)
     if not picks:
         return [], []
     try:
@@ -697,10 +696,11 @@ def write_report(
         if not (table.loc[table["scenario"] == sc, "success"] < 0.5).any():
             continue
         section(f"Why episodes fail: {sc}")
-        for t in failure_tables(table, sc, policies, config.failed_rows_max):
+        typed = with_failure_types(table[table["scenario"] == sc])
+        for t in failure_tables(typed, sc, policies, config.failed_rows_max):
             add_table(t)
         if config.render and config.gallery_max > 0:
-            gallery, notes = failure_gallery(table, sc, runs, config)
+            gallery, notes = failure_gallery(typed, sc, runs, config)
             for img in gallery:
                 add_image(img)
             for note in notes:

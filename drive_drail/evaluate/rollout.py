@@ -63,7 +63,7 @@ def run_trace(env, policy: Policy, seed: int, on_step: Callable[[object], None] 
     done = False
     while not done:
         action = policy.act(obs)
-        actions.append(np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0))
+        actions.append(action)
         obs, _, terminated, truncated, info = env.step(action)
         record(info)
         done = terminated or truncated
@@ -77,7 +77,7 @@ def run_trace(env, policy: Policy, seed: int, on_step: Callable[[object], None] 
         route_completion=np.asarray(completion),
         final_info=info,
         lane_offset_m=np.asarray(offset),
-        action_physical=spec.action_to_physical(np.asarray(actions).reshape(-1, 2)),
+        action_physical=spec.action_to_physical(np.asarray(actions, dtype=np.float64).reshape(-1, 2)),  # clipped as the adapter does
     )
 
 

@@ -286,6 +286,7 @@ class NgsimReader:
         lane_count = np.maximum(main_lanes, lane_index + 1)
 
         s_frame_i = s_frame.astype(np.int64)
+        s_class = None if v_class is None else v_class[order]
         return headingless_track_log(
             {
                 "scene_id": s_scene,
@@ -302,7 +303,7 @@ class NgsimReader:
                 "lane_count": lane_count,
                 "lane_offset_m": lane_offset_m,
                 "on_ramp": on_ramp,
-                **({} if v_class is None else {"expert": ~np.isin(v_class[order], NOT_EXPERT_CLASSES)}),
+                **({} if s_class is None else {"expert": ~np.isin(s_class, NOT_EXPERT_CLASSES)}),
             },
             source=path,
             format=FORMAT,
@@ -313,7 +314,7 @@ class NgsimReader:
                 "main_lanes": {sid: lay.main_lanes for sid, (_, lay) in layouts.items()},
                 "on_ramp_lane_ids": {sid: list(lay.on_ramp_lanes) for sid, (_, lay) in layouts.items()},
                 "track_id_stride": SEGMENT_ID_STRIDE,
-                **({} if v_class is None else {"vehicle_classes": _tracks_per_class(s_scene, s_track, v_class[order])}),
+                **({} if s_class is None else {"vehicle_classes": _tracks_per_class(s_scene, s_track, s_class)}),
             },
         )
 

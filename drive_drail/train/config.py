@@ -8,6 +8,7 @@ command line maps it to the flag (:class:`ConfigError`).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import typing
@@ -192,18 +193,19 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         """Every value's range, checked where the config is made (flags, ``--config``, a sweep, a saved run)."""
-        for name in ("policy_hidden", "set_hidden", "init_action_std"):  # JSON and argparse give lists
+        types = field_types()
+        tuples = [name for name, hint in types.items() if typing.get_origin(hint) is tuple]
+        for name in tuples:  # JSON and argparse give lists
             setattr(self, name, tuple(getattr(self, name)))
-        for f in fields(self):
-            choices = get_args(_hint(f.name)) if typing.get_origin(_hint(f.name)) is Literal else ()
-            if choices and getattr(self, f.name) not in choices:
-                raise ConfigError(f.name, f"must be one of {', '.join(choices)}, got {getattr(self, f.name)!r}")
+        for name, hint in types.items():
+            if typing.get_origin(hint) is Literal and getattr(self, name) not in get_args(hint):
+                raise ConfigError(name, f"must be one of {', '.join(get_args(hint))}, got {getattr(self, name)!r}")
         positive = {name: getattr(self, name) for name in (
             "steps", "n_envs", "n_steps", "batch_size", "ppo_epochs", "learning_rate", "disc_epochs", "disc_batch",
             "bc_epochs", "reward_samples", "disc_lr", "bc_lr", "clip_range", "max_grad_norm", "disc_hidden", "obs_std_floor")}
         if self.lane_std_floor is not None:
             positive["lane_std_floor"] = self.lane_std_floor
-        for name in ("policy_hidden", "set_hidden", "init_action_std"):
+        for name in tuples:
             positive.update({f"{name}[{i}]": v for i, v in enumerate(getattr(self, name))})
         for name, value in positive.items():
             if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
@@ -254,14 +256,15 @@ class TrainConfig:
         return cls(**kwargs)
 
 
-def _hint(name: str):
-    """The resolved type of a TrainConfig field (``from __future__ import annotations`` keeps them as text)."""
-    if not _HINTS:
-        _HINTS.update(typing.get_type_hints(TrainConfig))
-    return _HINTS[name]
+@functools.cache
+def field_types() -> dict[str, object]:
+    """TrainConfig field -> its resolved type (``from __future__ import annotations`` keeps them as text)."""
+    return typing.get_type_hints(TrainConfig)
 
 
-_HINTS: dict[str, object] = {}
+def flag_names(f) -> tuple[str, ...]:
+    """The ``train`` flags of a TrainConfig field (``dataclasses.Field``): those :func:`flag` gave, else ``--field-name``."""
+    return f.metadata["names"] or (f"--{f.name.replace('_', '-')}",)
 
 
 def _field_value(name: str, value, default):
