@@ -108,7 +108,7 @@ def _train_settings(args: argparse.Namespace) -> dict[str, object]:
     return settings
 
 
-RESUME_MAY_CHANGE = ("steps", "out", "torch_threads", "checkpoint_interval_s")
+RESUME_MAY_CHANGE = ("steps", "out", "torch_threads", "checkpoint_interval_s", "device")
 """TrainConfig fields a ``--resume`` may set anew; any other flag given must match the saved run."""
 
 
@@ -140,7 +140,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
         if saved is None:
             raise UserError(f"{out}: nothing to resume (no checkpoint found)")
         names = _config_flag_names(args, settings)
-        for field, value in settings.items():  # the new total of steps, the folder and the machine's share may change
+        for field, value in settings.items():  # the new total of steps, the folder, the machine's share and device may change
             if field not in RESUME_MAY_CHANGE and value != getattr(saved, field):
                 shown = " ".join(map(str, value)) if isinstance(value, tuple) else value
                 raise UserError(f"{names[field]} {shown} contradicts the run in {out} ({getattr(saved, field)}); "

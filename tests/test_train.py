@@ -303,8 +303,9 @@ def test_sigterm_checkpoints_and_stops_cleanly_and_the_run_resumes(stop_demos, t
         refused = subprocess.run([sys.executable, "-m", "drive_drail.cli", "train", "-o", str(out), "--resume", "--quiet", *flags],
                                  capture_output=True, text=True, timeout=600)
         assert refused.returncode == 2 and says in refused.stderr, refused.stderr  # every setting, not only the four named
-    resume = subprocess.run([sys.executable, "-m", "drive_drail.cli", "train", "-o", str(out),  # settings from the run
-                             "--resume", "--steps", str((stopped_at + 1) * 32), "--quiet"], capture_output=True, text=True, timeout=600)
+    resume = subprocess.run([sys.executable, "-m", "drive_drail.cli", "train", "-o", str(out),  # settings from the run;
+                             "--resume", "--steps", str((stopped_at + 1) * 32), "--device", "cpu", "--quiet"],  # another machine's device
+                            capture_output=True, text=True, timeout=600)
     assert resume.returncode == 0, resume.stderr
 
 
@@ -415,6 +416,16 @@ def test_a_config_value_out_of_range_is_refused_under_its_flag(tmp_path, flags, 
                            "-o", str(tmp_path / "run"), *flags], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip().endswith(says) and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_device_cuda_where_torch_sees_no_gpu_is_refused_in_one_line_before_any_work(tmp_path):
+    hidden = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # no GPU for torch, on any machine
+    proc = subprocess.run([sys.executable, "-m", "drive_drail.cli", "train", "--scenario", "stop", "--demos", "x.parquet",
+                           "-o", str(tmp_path / "run"), "--device", "cuda"], capture_output=True, text=True, timeout=120, env=hidden)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "--device is cuda, but" in lines[0], proc.stderr
+    assert lines[0].endswith("use auto or cpu") and not (tmp_path / "run").exists()
+    assert TrainConfig(scenario="stop", demos="x", device="auto").torch_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 @pytest.mark.parametrize("slot_shared", [False, True])

@@ -126,7 +126,7 @@ def build_ppo(config: TrainConfig, env, seed: int) -> PPO:
             **encoder,
         },
         seed=seed,
-        device="cpu",
+        device=config.torch_device(),
         verbose=0,
     )
     # Per-dimension exploration noise: steering needs far less than acceleration
@@ -181,7 +181,8 @@ def _train_loop(config, run_dir, env, demos: Demos, expert_obs, expert_act, resu
     disc = None
     if config.algo != "bc":
         disc_obs_dim = spec.OBS_DIM + (1 if config.absorbing else 0)
-        common = {"lr": config.disc_lr, "epochs": config.disc_epochs, "batch_size": config.disc_batch}
+        common = {"lr": config.disc_lr, "epochs": config.disc_epochs, "batch_size": config.disc_batch,
+                  "device": str(model.device)}
         if config.algo == "gail":
             disc_config = {**common, "hidden_sizes": (config.disc_hidden, config.disc_hidden)}
         elif config.algo == "diffail":
@@ -286,7 +287,7 @@ def _train_loop(config, run_dir, env, demos: Demos, expert_obs, expert_act, resu
     bar.close()
     metrics.close()
 
-    actor = DeterministicActor.from_sb3(model.policy, demos.obs_mean, demos.obs_std)
+    actor = DeterministicActor.from_sb3(model.policy.to("cpu"), demos.obs_mean, demos.obs_std)  # deployed on the CPU
     actor.save(run_dir / "actor.pt")
     if iterations == 0:  # BC: the only checkpoint is the final one
         checkpoint.save(run_dir, 0, model, disc, demos, ret_std, config)

@@ -44,9 +44,10 @@ def behaviour_clone(
         the final train and held-out MSE, and one ``{"epoch", "train_mse", "val_mse"}`` row per epoch.
     """
     gen = torch.Generator().manual_seed(seed)
-    x = torch.as_tensor(obs, dtype=torch.float32)
-    y = torch.as_tensor(action_unit, dtype=torch.float32)
-    perm = torch.randperm(len(x), generator=gen)
+    device = next(policy.parameters()).device
+    x = torch.as_tensor(obs, dtype=torch.float32, device=device)
+    y = torch.as_tensor(action_unit, dtype=torch.float32, device=device)
+    perm = torch.randperm(len(x), generator=gen).to(device)  # the generator stays on the CPU: the same order on every device
     n_val = int(len(x) * val_fraction) if len(x) >= 20 else 0
     val, trn = perm[:n_val], perm[n_val:]
     opt = torch.optim.Adam(actor_parameters(policy), lr=lr)
@@ -54,7 +55,7 @@ def behaviour_clone(
     history: list[dict[str, float]] = []
     bar = tqdm(range(epochs), desc="bc", unit="epoch", disable=None if progress else True)
     for epoch in bar:
-        order = trn[torch.randperm(len(trn), generator=gen)]
+        order = trn[torch.randperm(len(trn), generator=gen).to(device)]
         losses = []
         for i in range(0, len(order), batch_size):
             idx = order[i : i + batch_size]

@@ -179,7 +179,7 @@ def restore(run_dir: Path, model, disc) -> State:
     payload = safe_load(state_path)
     disc_state = safe_load(path / "disc.pt") if disc is not None else None
     try:
-        model.set_parameters(str(path / "ppo.zip"), exact_match=True, device="cpu")
+        model.set_parameters(str(path / "ppo.zip"), exact_match=True, device=model.device)
     except Exception as exc:
         raise CheckpointError(f"{path / 'ppo.zip'}: cannot load the PPO parameters ({str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__})") from None
     try:

@@ -25,6 +25,7 @@ POLICY_ENCODERS: tuple[str, ...] = get_args(PolicyEncoder)
 Backend = Literal["adapter", "batched"]
 Tracker = Literal["none", "wandb"]
 LabelInjection = Literal["film", "input"]
+Device = Literal["auto", "cpu", "cuda"]
 
 
 class ConfigError(UserError):
@@ -183,6 +184,10 @@ class TrainConfig:
     (at least 1). Two threads on a core another process keeps busy run slower than one
     (benchmarks/results/training_threads.json); give 1 when several runs share the machine."""
 
+    device: Device = flag("auto", "torch device of the learner (policy, critic, discriminator): auto (cuda where "
+                          "torch sees a GPU, else cpu), cpu or cuda (default {default}); the simulators stay on the CPU")
+    """Torch device of the learner's networks and minibatches (:meth:`torch_device`). Rollouts, the batched
+    simulator and the saved ``actor.pt`` stay on the CPU."""
     tracker: Tracker = flag("none", "also log the metrics to Weights & Biases: wandb (pip install 'drive-drail[wandb]'; "
                             "offline in RUN/wandb unless WANDB_MODE=online) (default {default})")
     """Experiment tracker beside metrics.csv and TensorBoard (train/metrics.py's WandbTracker)."""
@@ -225,10 +230,26 @@ class TrainConfig:
         """The torch threads the learner uses: ``torch_threads``, or one per idle core when it is 0."""
         return self.torch_threads or idle_cores()
 
+    def torch_device(self) -> "torch.device":
+        """``device`` resolved: ``auto`` is cuda where torch sees a GPU, else cpu.
+
+        Raises:
+            UserError: ``cuda`` asked for where torch has no CUDA device.
+        """
+        import torch
+
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            why = "this torch is a CPU build" if torch.version.cuda is None else "torch sees no GPU"
+            raise ConfigError("device", f"is cuda, but {why} (torch {torch.__version__}); use auto or cpu")
+        return torch.device(self.device)
+
     def validate(self) -> None:
-        """What training needs beyond valid values: an expert pairs file."""
+        """What training needs beyond valid values: an expert pairs file, and the device asked for."""
         if not self.demos:
             raise ConfigError("demos", "is required: an expert pairs file (make one with `drive-drail convert`)")
+        self.torch_device()
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -77,8 +77,8 @@ def ppo_update(policy, buffer, settings: PPOSettings, lr: float, expert: tuple[n
     critic = [p for p in policy.parameters() if id(p) not in actor_ids]
     use_bc = settings.bc_coef > 0 and expert is not None
     if use_bc:
-        expert_obs = torch.as_tensor(expert[0], dtype=torch.float32)
-        expert_act = torch.as_tensor(expert[1], dtype=torch.float32)
+        expert_obs = torch.as_tensor(expert[0], dtype=torch.float32, device=policy.device)
+        expert_act = torch.as_tensor(expert[1], dtype=torch.float32, device=policy.device)
         rng = rng or np.random.default_rng(0)
     log: dict[str, list[float]] = {k: [] for k in ("policy_loss", "value_loss", "entropy", "bc_loss", "approx_kl",
                                                    "clip_fraction", "actor_grad_norm", "critic_grad_norm")}
@@ -97,7 +97,7 @@ def ppo_update(policy, buffer, settings: PPOSettings, lr: float, expert: tuple[n
             entropy_mean = entropy.mean()
             loss = policy_loss + settings.ent_coef * -entropy_mean + settings.vf_coef * value_loss  # SB3's order of terms
             if use_bc:
-                idx = torch.as_tensor(rng.integers(0, len(expert_obs), settings.batch_size))
+                idx = torch.as_tensor(rng.integers(0, len(expert_obs), settings.batch_size), device=policy.device)
                 z = (policy_mean(policy, expert_obs[idx]) - expert_act[idx]) / policy.log_std.detach().exp()
                 bc_loss = 0.5 * (z**2).sum(dim=1).mean()
                 loss = loss + settings.bc_coef * bc_loss

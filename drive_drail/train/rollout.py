@@ -55,12 +55,12 @@ class ActorSnapshot:
         set_layers = set_encoder.linears if set_encoder is not None else []
 
         def arrays(modules):
-            return ([m.weight.detach().numpy().T.astype(np.float32) for m in modules],
-                    [m.bias.detach().numpy().astype(np.float32) for m in modules])
+            return ([m.weight.detach().cpu().numpy().T.astype(np.float32) for m in modules],
+                    [m.bias.detach().cpu().numpy().astype(np.float32) for m in modules])
 
         with torch.no_grad():
             (weights, biases), (set_weights, set_biases) = arrays(layers), arrays(set_layers)
-            return cls(weights, biases, policy.log_std.exp().detach().numpy().astype(np.float32), set_weights, set_biases)
+            return cls(weights, biases, policy.log_std.exp().detach().cpu().numpy().astype(np.float32), set_weights, set_biases)
 
     def mean(self, obs: np.ndarray) -> np.ndarray:
         """``mu(s)`` for ``obs [n, obs_dim]`` -> ``[n, act_dim]``."""
@@ -259,7 +259,7 @@ def collect_rollout(model: PPO, env, n_steps: int, key: tuple[int, ...]) -> Segm
     n = n_steps * env.num_envs
     with torch.no_grad():
         values, log_probs, _ = policy.evaluate_actions(
-            obs_as_tensor(buf.observations.reshape(n, -1), model.device), torch.as_tensor(buf.actions.reshape(n, -1))
+            obs_as_tensor(buf.observations.reshape(n, -1), model.device), torch.as_tensor(buf.actions.reshape(n, -1), device=model.device)
         )
     sb3_bridge.mark_full(model, values.reshape(n_steps, env.num_envs).cpu().numpy(),
                          log_probs.reshape(n_steps, env.num_envs).cpu().numpy())
