@@ -249,3 +249,61 @@ def test_paired_differences_to_the_expert_use_the_same_seeds(tmp_path, results_d
     assert paired_differences(table[table["policy"] != "expert"], "expert").empty
     page = write_report([results_dir], tmp_path / "r", config=ReportConfig(render=False)).read_text()
     assert "Paired with the expert on the same seeds" in page and "-50.0 pp" in page
+
+
+def seeded_results(success_per_run: dict[str, list[float]], episodes: int = 10) -> pd.DataFrame:
+    """Runs with known success rates on two tasks: ``{label: [rate on stop, rate on lane_change]}``."""
+    rows = []
+    for label, rates in success_per_run.items():
+        for scenario, rate in zip(("stop", "lane_change"), rates):
+            for i in range(episodes):
+                row = {c: 1.0 for c in METRIC_COLUMNS}
+                row.update(policy=label, scenario=scenario, split="eval", seed=1_000_000 + i, policy_kind="artifact",
+                           policy_source=f"/runs/{label}/actor.pt", simulator="highway", success=float(i < rate * episodes))
+                rows.append(row)
+    return pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
+
+
+def test_training_seeds_of_a_learner_are_grouped_by_their_labels():
+    from drive_drail.evaluate.aggregate import training_seed_groups
+
+    labels = ["expert", "drail-s0", "drail-s1", "gail_s0", "gail_seed1", "runs/lane_change-bc-s2", "bc@s7", "lonely-s3", "s4"]
+    assert training_seed_groups(labels) == {"drail": ["drail-s0", "drail-s1"], "gail": ["gail_s0", "gail_seed1"]}
+
+
+def test_across_seed_aggregates_follow_rliables_definitions():
+    import scipy.stats
+
+    from drive_drail.evaluate.aggregate import across_seeds, improvement_probabilities, iqm, probability_of_improvement
+
+    runs = {"drail-s0": [1.0, 0.9], "drail-s1": [0.9, 0.3], "drail-s2": [1.0, 0.8], "gail-s0": [0.5, 0.5], "gail-s1": [0.5, 0.5],
+            "gail-s2": [0.5, 0.5], "expert": [1.0, 1.0]}
+    table = seeded_results(runs)
+    agg = across_seeds(table).set_index(["learner", "scenario", "split", "statistic"])
+    assert set(agg.index.get_level_values("learner")) == {"drail", "gail"}  # the expert is one policy, not a learner
+    drail = np.array([runs[f"drail-s{i}"] for i in range(3)])
+    assert agg.loc[("drail", "lane_change", "eval", "mean"), "value"] == pytest.approx(drail[:, 1].mean())
+    assert agg.loc[("drail", "all", "all", "mean"), "value"] == pytest.approx(drail.mean())
+    assert agg.loc[("drail", "all", "all", "iqm"), "value"] == pytest.approx(scipy.stats.trim_mean(drail.ravel(), 0.25))
+    lc = agg.loc[("drail", "lane_change", "eval", "mean")]
+    assert lc["ci_low"] < lc["value"] < lc["ci_high"] and lc["ci_low"] >= 0.3 and lc["ci_high"] <= 0.9  # runs' spread, in their range
+    same = agg.loc[("gail", "all", "all", "mean")]
+    assert same["ci_low"] == same["value"] == same["ci_high"] == 0.5  # identical runs: no seed-to-seed spread
+    assert iqm(np.array([0.0, 0.1, 0.2, 100.0])) == pytest.approx(0.15)  # one outlying run does not move it
+    assert probability_of_improvement(drail, np.full((3, 2), 0.5)) == pytest.approx(0.5 * (1.0 + 2 / 3))  # stop: 3 of 3 runs beat 0.5; lane_change: 2 of 3
+    assert probability_of_improvement(drail, drail) == pytest.approx(0.5)
+    poi = improvement_probabilities(table).set_index(["learner", "other"])
+    assert poi.loc[("drail", "gail"), "value"] == pytest.approx(1.0 - poi.loc[("gail", "drail"), "value"])
+    assert poi.loc[("drail", "gail"), "ci_low"] <= poi.loc[("drail", "gail"), "value"] <= poi.loc[("drail", "gail"), "ci_high"]
+
+
+def test_the_report_aggregates_training_seeds_only_where_a_learner_has_several(tmp_path):
+    seeded = tmp_path / "seeded"
+    write_results(seeded_results({"drail-s0": [1.0, 0.8], "drail-s1": [0.9, 0.5], "gail-s0": [0.5, 0.5], "gail-s1": [0.6, 0.4]}),
+                  seeded, command="drive-drail evaluate")
+    page = write_report([seeded], tmp_path / "r", config=ReportConfig(render=False)).read_text()
+    assert "Across training seeds" in page and "drail (2 runs)" in page and "P(row learner" in page
+    assert "80% [" in page  # drail's mean over its runs and both tasks: (1.0 + 0.8 + 0.9 + 0.5) / 4
+    single = tmp_path / "single"
+    write_results(seeded_results({"drail-s0": [1.0, 0.9], "gail": [0.5, 0.5]}), single, command="drive-drail evaluate")
+    assert "Across training seeds" not in write_report([single], tmp_path / "r2", config=ReportConfig(render=False)).read_text()

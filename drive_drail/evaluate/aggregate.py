@@ -15,7 +15,9 @@ does not change when other policies or scenarios are added to the table.
 from __future__ import annotations
 
 import math
+import re
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -153,3 +155,120 @@ def wide(agg: pd.DataFrame, metric: str, split: str, index: str = "policy", colu
     sub = agg[(agg["metric"] == metric) & (agg["split"] == split)]
     table = sub.set_index([index, columns])[["mean", "ci_low", "ci_high"]].apply(tuple, axis=1)
     return table.unstack(columns)
+
+
+# --------------------------------------------------------------------------------------
+# Across training seeds, rliable-style (Agarwal et al., NeurIPS 2021, "Deep Reinforcement
+# Learning at the Edge of the Statistical Precipice")
+# --------------------------------------------------------------------------------------
+
+SEED_LABEL = re.compile(r"^(?P<learner>.+?)[-_/@]s(?:eed)?(?P<seed>\d+)$")
+"""A policy label that names one training seed of a learner: ``NAME-sN`` (also ``_sN``, ``/sN``,
+``@sN``, ``-seedN``). ``drive-drail train``'s default run folders (``runs/lane_change-drail-s0``) match."""
+
+ACROSS_SEEDS_COLUMNS = ("learner", "runs", "scenario", "split", "statistic", "value", "ci_low", "ci_high")
+"""Tidy rows of :func:`across_seeds`: ``scenario``/``split`` are ``"all"`` for the aggregate over tasks."""
+
+
+def training_seed_groups(labels: Sequence[str]) -> dict[str, list[str]]:
+    """``{learner: [its policy labels]}`` for every learner with at least two seed-labelled runs
+    (:data:`SEED_LABEL`), in the labels' order."""
+    groups: dict[str, list[str]] = {}
+    for label in labels:
+        m = SEED_LABEL.match(label)
+        if m:
+            groups.setdefault(m["learner"], []).append(label)
+    return {k: v for k, v in groups.items() if len(v) >= 2}
+
+
+def iqm(scores: np.ndarray) -> float:
+    """Interquartile mean of every entry of ``scores`` (runs x tasks): the mean of the middle 50%,
+    cutting ``int(0.25 n)`` entries at each end, as rliable's ``aggregate_iqm``
+    (``scipy.stats.trim_mean(x, 0.25)``). Robust to one outlying run, less noisy than the median."""
+    x = np.sort(np.asarray(scores, np.float64).ravel())
+    cut = int(0.25 * len(x))
+    return float(x[cut:len(x) - cut].mean())
+
+
+def probability_of_improvement(x: np.ndarray, y: np.ndarray) -> float:
+    """P(X > Y): the chance that a run of X beats a run of Y on a task drawn at random, ties half
+    (the Mann-Whitney U statistic / (n m) per task, averaged over tasks). ``x [n, tasks]``, ``y [m, tasks]``."""
+    wins = (x[:, None, :] > y[None, :, :]).mean(axis=(0, 1)) + 0.5 * (x[:, None, :] == y[None, :, :]).mean(axis=(0, 1))
+    return float(wins.mean())
+
+
+def _stratified_resamples(n_runs: int, n_tasks: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """``[n_boot, n_runs, n_tasks]`` run indices drawn with replacement within each task (stratified bootstrap)."""
+    return rng.integers(0, n_runs, size=(n_boot, n_runs, n_tasks))
+
+
+def _percentiles(values: np.ndarray, confidence: float) -> tuple[float, float]:
+    alpha = (1.0 - confidence) / 2.0
+    lo, hi = np.quantile(values, [alpha, 1.0 - alpha])
+    return float(lo), float(hi)
+
+
+def score_matrices(results: pd.DataFrame, metric: str = "success") -> tuple[dict[str, np.ndarray], list[tuple[str, str]], dict[str, list[str]]]:
+    """Each learner's ``[runs, tasks]`` matrix of per-run mean ``metric`` (a task: scenario x split),
+    over the tasks every run of every learner played. Returns ``(matrices, tasks, groups)``."""
+    groups = training_seed_groups(list(dict.fromkeys(results["policy"])))
+    if not groups:
+        return {}, [], groups
+    per_run = results.groupby(["policy", "scenario", "split"], sort=False)[metric].mean()
+    labels = [label for runs in groups.values() for label in runs]
+    tasks = None
+    for label in labels:
+        have = {(sc, sp) for (p, sc, sp) in per_run.index if p == label}
+        tasks = have if tasks is None else tasks & have
+    tasks = sorted(tasks or ())
+    matrices = {learner: np.array([[per_run[(label, sc, sp)] for sc, sp in tasks] for label in runs], np.float64)
+                for learner, runs in groups.items()}
+    return matrices, tasks, groups
+
+
+def across_seeds(results: pd.DataFrame, metric: str = "success", config: BootstrapConfig = BootstrapConfig()) -> pd.DataFrame:
+    """rliable-style aggregates of each learner's training runs (:data:`ACROSS_SEEDS_COLUMNS`).
+
+    A run's score on a task (scenario x split) is its mean ``metric`` over the task's episodes; a
+    learner is the ``[runs, tasks]`` matrix of its seed-labelled runs (:func:`training_seed_groups`).
+    Per task: the mean over runs. Over all tasks: the mean and the IQM (:func:`iqm`) of the matrix.
+    Each with a 95% stratified-bootstrap CI: runs resampled with replacement within each task, so
+    the interval is over training seeds, not episodes (the episode noise is inside each run's score).
+    With 3 runs the interval is coarse; it says how far a seed-to-seed spread leaves the claim.
+    """
+    matrices, tasks, groups = score_matrices(results, metric)
+    rows = []
+    for learner, scores in matrices.items():
+        n_runs, n_tasks = scores.shape
+        if n_tasks == 0:
+            continue
+        rng = np.random.default_rng([config.seed, zlib.crc32(f"across/{learner}/{metric}".encode())])
+        idx = _stratified_resamples(n_runs, n_tasks, config.n_boot, rng)
+        boot = np.take_along_axis(np.broadcast_to(scores, idx.shape), idx, axis=1)  # [n_boot, runs, tasks]
+        for j, (sc, sp) in enumerate(tasks):
+            rows.append((learner, n_runs, sc, sp, "mean", float(scores[:, j].mean()), *_percentiles(boot[:, :, j].mean(axis=1), config.confidence)))
+        rows.append((learner, n_runs, "all", "all", "mean", float(scores.mean()), *_percentiles(boot.mean(axis=(1, 2)), config.confidence)))
+        rows.append((learner, n_runs, "all", "all", "iqm", iqm(scores), *_percentiles(np.array([iqm(b) for b in boot]), config.confidence)))
+    return pd.DataFrame(rows, columns=list(ACROSS_SEEDS_COLUMNS))
+
+
+def improvement_probabilities(results: pd.DataFrame, metric: str = "success", config: BootstrapConfig = BootstrapConfig()) -> pd.DataFrame:
+    """P(row learner > column learner) over the shared tasks (:func:`probability_of_improvement`), with a
+    95% stratified-bootstrap CI (both learners' runs resampled within each task). Columns ``learner,
+    other, value, ci_low, ci_high``."""
+    matrices, tasks, _ = score_matrices(results, metric)
+    rows = []
+    if not tasks:
+        return pd.DataFrame(rows, columns=["learner", "other", "value", "ci_low", "ci_high"])
+    for a, x in matrices.items():
+        for b, y in matrices.items():
+            if a == b:
+                continue
+            rng = np.random.default_rng([config.seed, zlib.crc32(f"poi/{a}/{b}/{metric}".encode())])
+            ix = _stratified_resamples(len(x), len(tasks), config.n_boot, rng)
+            iy = _stratified_resamples(len(y), len(tasks), config.n_boot, rng)
+            bx = np.take_along_axis(np.broadcast_to(x, ix.shape), ix, axis=1)
+            by = np.take_along_axis(np.broadcast_to(y, iy.shape), iy, axis=1)
+            boot = [probability_of_improvement(bx[k], by[k]) for k in range(config.n_boot)]
+            rows.append((a, b, probability_of_improvement(x, y), *_percentiles(np.array(boot), config.confidence)))
+    return pd.DataFrame(rows, columns=["learner", "other", "value", "ci_low", "ci_high"])

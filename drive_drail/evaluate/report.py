@@ -32,7 +32,13 @@ import pandas as pd
 
 from drive_drail.atomic import atomic_path, write_text
 from drive_drail.errors import UserError
-from drive_drail.evaluate.aggregate import BootstrapConfig, aggregate, paired_differences
+from drive_drail.evaluate.aggregate import (
+    BootstrapConfig,
+    across_seeds,
+    aggregate,
+    improvement_probabilities,
+    paired_differences,
+)
 from drive_drail.evaluate.failures import FAILURE_TYPES, failure_counts, gallery_picks, overlay, trace_figure, with_failure_types
 from drive_drail.evaluate.metrics import HIGHER_IS_BETTER, METRIC_COLUMNS
 from drive_drail.evaluate.policies import PolicySpec
@@ -258,6 +264,35 @@ def paired_table(paired: pd.DataFrame) -> Table:
         rows.append(row)
     header = ["policy (scenario, split)", *(f"{METRIC_LABELS.get(m, m)} minus the expert's" for m in metrics)]
     return Table("paired differences to the expert", header, rows, [[False] * (len(metrics) + 1) for _ in rows])
+
+
+def across_seeds_tables(across: pd.DataFrame, poi: pd.DataFrame) -> list[Table]:
+    """Learner rows: the success rate per task and over all tasks (mean, IQM), each with its
+    stratified-bootstrap CI over training seeds; then P(row > column) between learners."""
+    pct = lambda v, lo, hi: f"{100 * v:.0f}% [{100 * lo:.0f}, {100 * hi:.0f}]"  # noqa: E731
+    learners = list(dict.fromkeys(across["learner"]))
+    tasks = list(dict.fromkeys((sc, sp) for sc, sp in zip(across["scenario"], across["split"]) if sc != "all"))
+    cols = [(sc, sp, "mean") for sc, sp in tasks] + [("all", "all", "mean"), ("all", "all", "iqm")]
+    indexed = across.set_index(["learner", "scenario", "split", "statistic"])
+    rows, values = [], []
+    for learner in learners:
+        runs = int(across.loc[across["learner"] == learner, "runs"].iloc[0])
+        cells = [indexed.loc[(learner, *c)] for c in cols]
+        rows.append([f"{learner} ({runs} runs)", *(pct(r["value"], r["ci_low"], r["ci_high"]) for r in cells)])
+        values.append([r["value"] for r in cells])
+    best = [[False] * (len(cols) + 1) for _ in rows]
+    for j in range(len(cols)):
+        for i, b in enumerate(best_mask([v[j] for v in values], "success")):
+            best[i][j + 1] = b
+    header = ["learner (training runs)", *(f"{sc} ({sp})" for sc, sp in tasks), "all tasks: mean", "all tasks: IQM"]
+    out = [Table("success across training seeds: mean over runs [95% stratified-bootstrap CI over runs]", header, rows, best)]
+    if len(learners) >= 2 and len(poi):
+        p = poi.set_index(["learner", "other"])
+        prow = [[a, *("" if a == b else pct(p.loc[(a, b), "value"], p.loc[(a, b), "ci_low"], p.loc[(a, b), "ci_high"])
+                      for b in learners)] for a in learners]
+        out.append(Table("P(row learner's run beats column learner's run) on a task drawn at random [95% CI]",
+                         ["learner", *learners], prow, [[False] * (len(learners) + 1) for _ in learners]))
+    return out
 
 
 def _split_order(split: str) -> tuple[int, str]:
@@ -678,6 +713,16 @@ def write_report(
         para("Each policy minus the scripted expert on the episodes both played from the same seed: mean "
              "difference with a 95% bootstrap CI over the seed pairs (0 = the expert's level).")
         add_table(paired_table(paired))
+    across = across_seeds(table, "success", config.bootstrap)
+    if len(across):
+        section("Across training seeds")
+        para("Policies labelled NAME-sN (also _sN, /sN, @sN, -seedN: drive-drail train's default run folders) are "
+             "training seeds of one learner. A run's score on a task (scenario, split) is its success rate over the "
+             "task's episodes; intervals come from a stratified bootstrap over runs (rliable's method: Agarwal et al., "
+             "2021), so they are about seed-to-seed spread, which a pooled episode interval hides. IQM: the mean of "
+             "the middle 50% of all run x task scores. Tasks: those every run played.")
+        for t in across_seeds_tables(across, improvement_probabilities(table, "success", config.bootstrap)):
+            add_table(t)
 
     from tqdm import tqdm
 
