@@ -61,7 +61,7 @@ class DiffusionDiscriminatorConfig:
     denoiser can model the time-dependent score of a ~56-D driving pair while scoring stays cheap on CPU."""
     activation: str = "silu"
     """Hidden activation: "silu", "mish" or "relu". SiLU is smooth like Mish (the usual choice of
-    MLP denoisers, nearly the same curve) and ~8x cheaper in PyTorch's CPU kernels."""
+    MLP denoisers, nearly the same curve) and far cheaper in PyTorch's CPU kernels."""
     n_timesteps: int = 1000
     """Diffusion steps T of the cosine schedule."""
     time_embed_dim: int = 64
@@ -71,8 +71,8 @@ class DiffusionDiscriminatorConfig:
     label_injection: str = "film"
     """Where the label enters eps_phi. "film" (default): a learned per-label scale and shift of the
     LAST hidden layer's pre-activation, so everything before it is label-free and the fused pass
-    computes it once for both labels (~1.7-1.9x cheaper to score both labels on CPU, where compute,
-    not launches, is the cost). "input": concatenated to x_t, as in METHOD.md's public
+    computes it once for both labels: cheaper to score both labels on CPU, where compute, not launches,
+    is the cost (benchmarks/results/reward_throughput.json). "input": concatenated to x_t, as in METHOD.md's public
     implementation; its fused pass shares only the first layer's x_t part and the time embedding."""
     scoring: str = "fused"
     """"fused": c+ and c- in ONE forward pass sharing t and eps; "unshared": two passes, each

@@ -145,7 +145,7 @@ class TrainConfig:
                                            "runs the trunk once) or joins the network input (input, METHOD.md's public implementation)")
     """DRAIL: "film" (the label scales and shifts the last hidden layer) or "input" (concatenated to x_t, as in
     METHOD.md's public implementation). FiLM learned at least as well in every batched 10^6-step table
-    (benchmarks/results/learning_batched/LABEL_INJECTION.md) and scores both labels ~1.7-1.9x faster."""
+    (benchmarks/results/learning_batched/LABEL_INJECTION.md) and scores both labels faster (benchmarks/results/reward_throughput.json)."""
     absorbing: bool = flag(True, "failures enter an absorbing state whose reward the discriminator learns (DAC; default on)")
     """Treat failure terminations (crash, off-road) as entering an absorbing state whose reward the discriminator learns (DAC)."""
     reward_norm: bool = flag(True, "divide rewards by the running std of the discounted return (default on)")
