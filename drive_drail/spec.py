@@ -406,6 +406,12 @@ def observe_batch(scenes: SceneBatch) -> np.ndarray:
     return (raw / _OBS_SCALE).astype(np.float32)
 
 
+def standardise(obs: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """``(obs - mean) / std`` as float32, ``[..., OBS_DIM]``: the fixed standardisation (statistics from the
+    expert pairs, never updated from agent data) that every training environment applies."""
+    return ((obs - mean) / std).astype(np.float32)
+
+
 def spec_dict() -> dict:
     """The spec as plain data, written into Parquet metadata and deploy manifests."""
     return {

@@ -7,6 +7,8 @@ from typing import Callable
 import gymnasium as gym
 import numpy as np
 
+from drive_drail import spec
+
 
 class FixedObsNormalizer(gym.ObservationWrapper):
     """``(obs - mean) / std`` with statistics fixed from the expert data.
@@ -22,7 +24,7 @@ class FixedObsNormalizer(gym.ObservationWrapper):
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=self.mean.shape, dtype=np.float32)
 
     def observation(self, observation: np.ndarray) -> np.ndarray:
-        return ((observation - self.mean) / self.std).astype(np.float32)
+        return spec.standardise(observation, self.mean, self.std)
 
 
 class DeclaredSeeds(gym.Wrapper):

@@ -97,9 +97,9 @@ def _with_masks(info: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, Any]
 class BatchedSB3VecEnv(VecEnv):
     """stable-baselines3 ``VecEnv`` over a :class:`BatchedHighwayEnv`, with fixed observation standardisation.
 
-    Observations are ``((obs - obs_mean) / obs_std).astype(float32)`` exactly like
-    ``FixedObsNormalizer`` (identity when no statistics are given). Episode seeds always
-    follow the env's declared order, like ``DeclaredSeeds`` (``seed()`` is accepted and ignored).
+    Observations are standardised by ``spec.standardise``, as ``FixedObsNormalizer`` does (identity when
+    no statistics are given). Episode seeds always follow the env's declared order, like ``DeclaredSeeds``
+    (``seed()`` is accepted and ignored).
     """
 
     def __init__(self, env: BatchedHighwayEnv, obs_mean: np.ndarray | None = None, obs_std: np.ndarray | None = None):
@@ -110,7 +110,7 @@ class BatchedSB3VecEnv(VecEnv):
         super().__init__(env.num_envs, SINGLE_OBSERVATION_SPACE, SINGLE_ACTION_SPACE)
 
     def normalise(self, obs: np.ndarray) -> np.ndarray:
-        return ((obs - self.obs_mean) / self.obs_std).astype(np.float32)
+        return spec.standardise(obs, self.obs_mean, self.obs_std)
 
     def reset(self) -> np.ndarray:
         obs, info = self.env.reset()
