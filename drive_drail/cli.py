@@ -190,7 +190,8 @@ def _cmd_export(args: argparse.Namespace) -> None:
             if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
                 raise
             raise UserError(f"{args.parity_obs}: not a numpy .npy array of observations ({type(exc).__name__})") from None
-    manifest = export_policy(args.checkpoint, args.output, precision=args.precision, batch=args.batch, parity_obs=parity)
+    manifest = export_policy(args.checkpoint, args.output, precision=args.precision, batch=args.batch, parity_obs=parity,
+                             progress=not args.quiet)
     print("\n".join(summary_lines(manifest, args.output)))
 
 
@@ -376,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32", help="graph precision (default fp32)")
     p.add_argument("--batch", default="1", help="batch size or MIN:OPT:MAX range for the engine profile (default 1)")
     p.add_argument("--parity-obs", help="observations .npy [N, obs_dim] for the torch/onnxruntime parity check")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("scenarios", help="list the available scenarios", description="List the scenario files (drive_drail/scenarios/, or $DRIVE_DRAIL_SCENARIO_DIR).")

@@ -388,3 +388,16 @@ def test_export_cli_refuses_a_bad_batch_range_in_one_line(actor_dir, tmp_path, b
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip() == f"drive-drail export: error: batch '{batch}': expected N or MIN:OPT:MAX with 1 <= MIN <= OPT <= MAX"
     assert not (tmp_path / "x").exists()
+
+
+def test_export_shows_its_stages_on_a_terminal_and_is_quiet_when_asked(actor_dir, tmp_path):
+    import subprocess
+    import sys
+
+    from terminal import stderr_on_a_terminal
+
+    rc, text = stderr_on_a_terminal([sys.executable, "-m", "drive_drail.cli", "export", str(actor_dir), "-o", str(tmp_path / "x")])
+    assert rc == 0 and "4/4" in text and "parity (onnxruntime)" in text and "stage" in text, text
+    quiet = subprocess.run([sys.executable, "-m", "drive_drail.cli", "export", str(actor_dir), "-o", str(tmp_path / "y"), "--quiet"],
+                           capture_output=True, text=True, timeout=300)
+    assert quiet.returncode == 0 and "stage" not in quiet.stderr and (tmp_path / "y" / "manifest.json").exists()

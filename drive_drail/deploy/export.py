@@ -161,6 +161,7 @@ def export_policy(
     parity_obs: np.ndarray | None = None,
     build_engine: bool = True,
     signing_key: bytes | None = None,
+    progress: bool = False,
 ) -> Manifest:
     """Export an actor for in-vehicle inference; see the module docstring for the steps.
 
@@ -175,6 +176,8 @@ def export_policy(
         build_engine: try to build the TensorRT engine here (needs TensorRT and a CUDA GPU).
         signing_key: sign ``manifest.json`` (``manifest.sig``, HMAC-SHA256); None = the key in
             ``$DRIVE_DRAIL_SIGNING_KEY``, if set.
+        progress: a bar over the four stages (ONNX, onnxruntime parity, TensorRT engine, manifest),
+            each named as it runs, on a terminal (the engine build can take minutes).
 
     Returns:
         The :class:`Manifest` written to ``out_dir/manifest.json``; ``manifest.tensorrt["message"]``
@@ -198,9 +201,17 @@ def export_policy(
         obs_source = "recorded: observations passed to export_policy(parity_obs=...)"
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    from tqdm import tqdm
+
+    bar = tqdm(total=4, desc="export ONNX", unit="stage", disable=None if progress else True)
+
+    def stage_done(next_stage: str) -> None:
+        bar.update(1)
+        bar.set_description(next_stage)
 
     # 2. ONNX
     onnx_info = export_onnx(actor, out / ONNX_NAME, precision)
+    stage_done("parity (onnxruntime)")
 
     # 3. parity: torch fp32 actor (reference) vs onnxruntime, on the same observations
     action_torch = actor.act(obs)
@@ -211,6 +222,7 @@ def export_policy(
     ort_out = dict(zip(OUTPUT_NAMES, session.run(list(OUTPUT_NAMES), {"obs": obs}), strict=True))
     ort_record = parity_record(ort_out, action_torch, precision)
     _require_parity(ort_record, "onnxruntime", onnx_info.path, precision)
+    stage_done("TensorRT engine" if build_engine else "manifest")
 
     # 4. vehicle-side material
     write_text(
@@ -236,6 +248,7 @@ def export_policy(
         else f"No TensorRT engine was built at export time: {tensorrt['reason']}."
     )
     write_text(out / trtb.BUILD_DOC_NAME, trtb.build_on_target_text(status, precision, batch_range, obs_dim))
+    stage_done("manifest")
 
     # 6. manifest
     manifest = Manifest(
@@ -262,6 +275,8 @@ def export_policy(
     )
     manifest.exported_utc = datetime.now(timezone.utc).isoformat(timespec="seconds")
     manifest.save(out, signing_key or signing_key_from_env())
+    stage_done(f"wrote {out.name}")
+    bar.close()
     return manifest
 
 
