@@ -279,4 +279,19 @@ def headingless_track_log(
 def finalize_tracks(df: pd.DataFrame) -> pd.DataFrame:
     """Select, order and type the record columns; sort by (scene, track, frame)."""
     out = pd.DataFrame({c: df[c].astype(t) for c, t in TRACK_COLUMNS.items()})
+    if _sorted_by(out, ("scene_id", "track_id", "frame")):  # most logs come sorted: a stable sort would only copy
+        return out.reset_index(drop=True)
     return out.sort_values(["scene_id", "track_id", "frame"], kind="stable").reset_index(drop=True)
+
+
+def _sorted_by(df: pd.DataFrame, keys: tuple[str, ...]) -> bool:
+    """Whether the rows already run in lexicographic order of ``keys`` (ties allowed)."""
+    if len(df) < 2:
+        return True
+    ordered = np.zeros(len(df) - 1, bool)  # rows settled by an earlier key
+    for key in keys:
+        step = np.diff(df[key].to_numpy())
+        if (~ordered & (step < 0)).any():
+            return False
+        ordered |= step > 0
+    return True

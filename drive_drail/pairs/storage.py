@@ -45,8 +45,11 @@ def write_pairs(path: str | Path, pairs: pd.DataFrame, meta: dict) -> None:
     }
     table = pa.Table.from_pandas(pairs, preserve_index=False)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), _META_KEY: json.dumps(info, default=str).encode()})
+    # Dictionary encoding only where values repeat (labels, names): on the float feature columns it
+    # costs most of the write and saves nothing (benchmarks/convert_highd.py).
+    labels = [f.name for f in table.schema if pa.types.is_dictionary(f.type) or pa.types.is_string(f.type)]
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+        pq.write_table(table, tmp, use_dictionary=labels or False)
 
 
 def read_pairs_meta(path: str | Path) -> dict:
