@@ -10,7 +10,7 @@ import torch
 
 from drive_drail.models.diffusion_discriminator import DiffusionDiscriminator, DiffusionDiscriminatorConfig
 from drive_drail.models.discriminators import (
-    ALGOS,
+    ADVERSARIAL_ALGOS,
     DiffAILDiscriminator,
     Discriminator,
     GAILConfig,
@@ -72,7 +72,7 @@ def test_factory_names_bad_algo_and_bad_key():
         GAILConfig(reward="log")
 
 
-@pytest.mark.parametrize("algo", ALGOS)
+@pytest.mark.parametrize("algo", ADVERSARIAL_ALGOS)
 def test_load_discriminator_round_trip(algo, toy, tmp_path):
     disc = make_discriminator(algo, 1, 1, small_config(algo), seed=0)
     disc.update(*toy["expert"], *toy["agent"])
@@ -156,3 +156,9 @@ def test_diffail_chunking_never_changes_a_reward():
     chunked = DiffAILDiscriminator(1, 1, DiffusionDiscriminatorConfig(hidden_dim=64, chunk_size=7), seed=0)
     obs, act = toy_pairs(50, 0.0, seed=14)
     np.testing.assert_allclose(whole.reward(obs, act, seed=2), chunked.reward(obs, act, seed=2), rtol=1e-5, atol=1e-6)
+
+
+def test_the_trainers_algorithms_are_the_adversarial_ones_and_bc():
+    from drive_drail.train.config import ALGOS
+
+    assert set(ALGOS) == set(ADVERSARIAL_ALGOS) | {"bc"} and len(ALGOS) == len(ADVERSARIAL_ALGOS) + 1

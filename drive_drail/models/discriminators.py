@@ -29,7 +29,8 @@ from torch import nn
 from drive_drail.models.diffusion_discriminator import DiffusionDiscriminator, DiffusionDiscriminatorConfig
 from drive_drail.models.discriminator_base import TrainableDiscriminator, bce_on_logits
 
-ALGOS = ("drail", "drail-un", "gail", "diffail")
+ADVERSARIAL_ALGOS = ("drail", "drail-un", "gail", "diffail")
+"""The learners with a discriminator; ``train/config.ALGOS`` adds ``bc``, which has none."""
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -252,8 +253,8 @@ DiscriminatorConfig = DiffusionDiscriminatorConfig | GAILConfig
 
 def config_class(algo: str) -> type[DiffusionDiscriminatorConfig] | type[GAILConfig]:
     """The config dataclass of ``algo``."""
-    if algo not in ALGOS:
-        raise ValueError(f"unknown discriminator algo {algo!r} (expected one of {', '.join(ALGOS)})")
+    if algo not in ADVERSARIAL_ALGOS:
+        raise ValueError(f"unknown discriminator algo {algo!r} (expected one of {', '.join(ADVERSARIAL_ALGOS)})")
     return GAILConfig if algo == "gail" else DiffusionDiscriminatorConfig
 
 
@@ -299,7 +300,7 @@ def make_discriminator(
 def load_discriminator(state: Mapping[str, Any]) -> Discriminator:
     """Rebuild a discriminator from its :meth:`state_dict` (config saved beside the weights)."""
     algo = state.get("name")
-    if algo not in ALGOS:
+    if algo not in ADVERSARIAL_ALGOS:
         raise ValueError(f"discriminator state names unknown algo {algo!r}")
     values = dict(state["config"])
     if "hidden_sizes" in values:
