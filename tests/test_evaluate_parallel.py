@@ -95,3 +95,13 @@ def test_a_worker_killed_under_a_guarded_script_is_named_as_killed(tmp_path):
     assert proc.returncode != 0
     (line,) = [line for line in proc.stderr.splitlines() if line.startswith("drive_drail.evaluate.parallel.WorkerPoolError")]
     assert "killed" in line and "__main__" not in line
+
+
+def test_the_evaluate_bar_counts_episodes_not_seeds(tmp_path):
+    import sys
+
+    from terminal import stderr_on_a_terminal
+
+    rc, text = stderr_on_a_terminal([sys.executable, "-m", "drive_drail.cli", "evaluate", "--policy", "constant", "--policy", "random",
+                                     "--scenario", "stop", "--episodes", "3", "--workers", "1", "-o", str(tmp_path / "r")], timeout_s=300)
+    assert rc == 0 and "6/6" in text and "3/3" not in text, text  # 2 policies x 3 seeds

@@ -12,7 +12,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
@@ -78,6 +78,7 @@ def map_tasks(
     progress: bool = False,
     desc: str = "episodes",
     preload: Sequence[str] = (),
+    size: Callable[[T], int] | None = None,
 ) -> list[R]:
     """``[fn(t) for t in tasks]``, in order, on ``workers`` processes or on Ray.
 
@@ -92,16 +93,18 @@ def map_tasks(
         progress: show a progress bar.
         preload: modules the process pool's fork server imports once, before forking
             the workers (so each worker does not pay seconds of imports).
+        size: what a task counts for on the bar (its episodes); default 1.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend '{backend}': expected one of {', '.join(BACKENDS)}")
     tasks = list(tasks)
+    sizes = [1 if size is None else int(size(t)) for t in tasks]
     if backend == "ray":
-        return _map_ray(fn, tasks, ray_address, progress, desc)
+        return _map_ray(fn, tasks, ray_address, progress, desc, sizes)
     workers = max(1, min(workers or default_workers(), len(tasks) or 1))
     if workers == 1:
         with single_threaded():
-            return [fn(t) for t in tqdm(tasks, desc=desc, disable=None if progress else True)]
+            return _counted((fn(t) for t in tasks), sizes, desc, progress)
     # forkserver, not fork: forking this process after torch ran its OpenMP pool can
     # deadlock the child. The fork server is a fresh single-threaded process that imports
     # ``preload`` once; workers fork from it cheaply.
@@ -109,7 +112,7 @@ def map_tasks(
     context.set_forkserver_preload(list(preload))
     try:
         with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker) as pool:
-            return list(tqdm(pool.map(fn, tasks, chunksize=1), total=len(tasks), desc=desc, disable=None if progress else True))
+            return _counted(pool.map(fn, tasks, chunksize=1), sizes, desc, progress)
     except BrokenProcessPool:
         main = sys.modules.get("__main__")
         script = getattr(main, "__file__", None)
@@ -120,6 +123,16 @@ def map_tasks(
         else:
             hint = "pass workers=1 to run in this process"
         raise WorkerPoolError(f"a worker process of the {workers}-process pool died ({hint})") from None
+
+
+def _counted(results: Iterable[R], sizes: list[int], desc: str, progress: bool) -> list[R]:
+    """The results, in order, with a bar that advances by each task's size as its result arrives."""
+    out = []
+    with tqdm(total=sum(sizes), desc=desc, disable=None if progress else True) as bar:
+        for result, n in zip(results, sizes):
+            out.append(result)
+            bar.update(n)
+    return out
 
 
 def _has_main_guard(script: str) -> bool:
@@ -139,7 +152,7 @@ def _ray_call(fn: Callable[[T], R], task: T) -> R:
     return fn(task)
 
 
-def _map_ray(fn: Callable[[T], R], tasks: list[T], address: str | None, progress: bool, desc: str) -> list[R]:
+def _map_ray(fn: Callable[[T], R], tasks: list[T], address: str | None, progress: bool, desc: str, sizes: list[int]) -> list[R]:
     try:
         import ray
     except ImportError:
@@ -156,10 +169,10 @@ def _map_ray(fn: Callable[[T], R], tasks: list[T], address: str | None, progress
     index = {ref: i for i, ref in enumerate(refs)}
     results: list = [None] * len(refs)
     pending = list(refs)
-    with tqdm(total=len(refs), desc=f"{desc} (ray)", disable=None if progress else True) as bar:
+    with tqdm(total=sum(sizes), desc=f"{desc} (ray)", disable=None if progress else True) as bar:
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             for ref in done:
                 results[index[ref]] = ray.get(ref)
-                bar.update(1)
+                bar.update(sizes[index[ref]])
     return results

@@ -214,7 +214,9 @@ def evaluate(
     if any(p.kind == "artifact" for p in specs):
         preload += ["drive_drail.deploy.runtime", "onnxruntime", "torch"]
     preload = list(dict.fromkeys(m for item in preload for m in ([item] if isinstance(item, str) else item)))
-    rows = [row for task_rows in map_tasks(run_task, tasks, workers, backend, ray_address, progress, preload=preload) for row in task_rows]
+    per_task = map_tasks(run_task, tasks, workers, backend, ray_address, progress, preload=preload,
+                         size=lambda task: len(task.policies))  # the bar counts episodes, not seeds
+    rows = [row for task_rows in per_task for row in task_rows]
     wall_s = time.perf_counter() - t0
 
     table = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
