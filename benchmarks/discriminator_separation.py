@@ -34,7 +34,7 @@ from drive_drail import spec
 from drive_drail.models.discriminators import make_discriminator
 from drive_drail.scenario import load_scenario
 from drive_drail.train import sb3_bridge
-from drive_drail.train.adversarial import build_ppo
+from drive_drail.train.adversarial import build_ppo, discriminator_settings
 from drive_drail.train.bc import behaviour_clone
 from drive_drail.train.config import TrainConfig
 from drive_drail.train.demos import load_demos
@@ -84,12 +84,7 @@ def bc_rollouts(config: TrainConfig, n_pairs: int) -> tuple[np.ndarray, np.ndarr
 
 def separation(algo: str, replay: int, data: dict, config: TrainConfig, iterations: int, seed: int) -> dict:
     """Train one discriminator as the loop would for ``iterations`` rollouts; score held-out pairs."""
-    settings = {"lr": config.disc_lr, "epochs": config.disc_epochs, "batch_size": config.disc_batch}
-    if algo == "gail":
-        settings["hidden_sizes"] = (config.disc_hidden, config.disc_hidden)
-    else:
-        settings.update(hidden_dim=config.disc_hidden, reward_samples=config.reward_samples)
-    disc = make_discriminator(algo, spec.OBS_DIM, spec.ACTION_DIM, settings, seed=seed)
+    disc = make_discriminator(algo, spec.OBS_DIM, spec.ACTION_DIM, discriminator_settings(config, algo, torch.device("cpu")), seed=seed)
     rng = np.random.default_rng(seed)
     per_iteration = config.n_steps * config.n_envs
     agent_obs, agent_act = data["agent_obs"], data["agent_act"]

@@ -274,12 +274,13 @@ def test_training_seeds_of_a_learner_are_grouped_by_their_labels():
 def test_across_seed_aggregates_follow_rliables_definitions():
     import scipy.stats
 
-    from drive_drail.evaluate.aggregate import across_seeds, improvement_probabilities, iqm, probability_of_improvement
+    from drive_drail.evaluate.aggregate import across_seeds, improvement_probabilities, iqm, probability_of_improvement, score_matrices
 
     runs = {"drail-s0": [1.0, 0.9], "drail-s1": [0.9, 0.3], "drail-s2": [1.0, 0.8], "gail-s0": [0.5, 0.5], "gail-s1": [0.5, 0.5],
             "gail-s2": [0.5, 0.5], "expert": [1.0, 1.0]}
     table = seeded_results(runs)
-    agg = across_seeds(table).set_index(["learner", "scenario", "split", "statistic"])
+    matrices, tasks = score_matrices(table)
+    agg = across_seeds(matrices, tasks).set_index(["learner", "scenario", "split", "statistic"])
     assert set(agg.index.get_level_values("learner")) == {"drail", "gail"}  # the expert is one policy, not a learner
     drail = np.array([runs[f"drail-s{i}"] for i in range(3)])
     assert agg.loc[("drail", "lane_change", "eval", "mean"), "value"] == pytest.approx(drail[:, 1].mean())
@@ -292,7 +293,7 @@ def test_across_seed_aggregates_follow_rliables_definitions():
     assert iqm(np.array([0.0, 0.1, 0.2, 100.0])) == pytest.approx(0.15)  # one outlying run does not move it
     assert probability_of_improvement(drail, np.full((3, 2), 0.5)) == pytest.approx(0.5 * (1.0 + 2 / 3))  # stop: 3 of 3 runs beat 0.5; lane_change: 2 of 3
     assert probability_of_improvement(drail, drail) == pytest.approx(0.5)
-    poi = improvement_probabilities(table).set_index(["learner", "other"])
+    poi = improvement_probabilities(matrices).set_index(["learner", "other"])
     assert poi.loc[("drail", "gail"), "value"] == pytest.approx(1.0 - poi.loc[("gail", "drail"), "value"])
     assert poi.loc[("drail", "gail"), "ci_low"] <= poi.loc[("drail", "gail"), "value"] <= poi.loc[("drail", "gail"), "ci_high"]
 

@@ -52,6 +52,11 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
+def _group_rng(config: BootstrapConfig, key: str) -> np.random.Generator:
+    """The generator of one group's resamples: ``config.seed`` mixed with a hash of the group's key."""
+    return np.random.default_rng([config.seed, zlib.crc32(key.encode())])
+
+
 def bootstrap_mean_ci(values: np.ndarray, config: BootstrapConfig = BootstrapConfig(), key: str = "") -> np.ndarray:
     """Mean and percentile-bootstrap CI of each column of ``values``.
 
@@ -73,7 +78,7 @@ def bootstrap_mean_ci(values: np.ndarray, config: BootstrapConfig = BootstrapCon
     out[:, 0] = count
     if n == 0:
         return out
-    rng = np.random.default_rng([config.seed, zlib.crc32(key.encode())])
+    rng = _group_rng(config, key)
     idx = rng.integers(0, n, size=(config.n_boot, n))  # [n_boot, n]
     resampled = x[idx]  # [n_boot, n, M]
     valid = ~np.isnan(resampled)
@@ -197,9 +202,11 @@ def probability_of_improvement(x: np.ndarray, y: np.ndarray) -> float:
     return float(wins.mean())
 
 
-def _stratified_resamples(n_runs: int, n_tasks: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """``[n_boot, n_runs, n_tasks]`` run indices drawn with replacement within each task (stratified bootstrap)."""
-    return rng.integers(0, n_runs, size=(n_boot, n_runs, n_tasks))
+def _stratified_boot(scores: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """``scores [runs, tasks]`` resampled ``n_boot`` times, runs drawn with replacement within each task
+    (the stratified bootstrap) -> ``[n_boot, runs, tasks]``."""
+    idx = rng.integers(0, scores.shape[0], size=(n_boot, *scores.shape))
+    return np.take_along_axis(np.broadcast_to(scores, idx.shape), idx, axis=1)
 
 
 def _percentiles(values: np.ndarray, confidence: float) -> tuple[float, float]:
@@ -208,12 +215,13 @@ def _percentiles(values: np.ndarray, confidence: float) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def score_matrices(results: pd.DataFrame, metric: str = "success") -> tuple[dict[str, np.ndarray], list[tuple[str, str]], dict[str, list[str]]]:
+def score_matrices(results: pd.DataFrame, metric: str = "success") -> tuple[dict[str, np.ndarray], list[tuple[str, str]]]:
     """Each learner's ``[runs, tasks]`` matrix of per-run mean ``metric`` (a task: scenario x split),
-    over the tasks every run of every learner played. Returns ``(matrices, tasks, groups)``."""
+    over the tasks every run of every learner played (:func:`training_seed_groups` names the runs).
+    Returns ``(matrices, tasks)``; no learner with two runs gives ``({}, [])``."""
     groups = training_seed_groups(list(dict.fromkeys(results["policy"])))
     if not groups:
-        return {}, [], groups
+        return {}, []
     per_run = results.groupby(["policy", "scenario", "split"], sort=False)[metric].mean()
     labels = [label for runs in groups.values() for label in runs]
     tasks = None
@@ -223,28 +231,27 @@ def score_matrices(results: pd.DataFrame, metric: str = "success") -> tuple[dict
     tasks = sorted(tasks or ())
     matrices = {learner: np.array([[per_run[(label, sc, sp)] for sc, sp in tasks] for label in runs], np.float64)
                 for learner, runs in groups.items()}
-    return matrices, tasks, groups
+    return matrices, tasks
 
 
-def across_seeds(results: pd.DataFrame, metric: str = "success", config: BootstrapConfig = BootstrapConfig()) -> pd.DataFrame:
-    """rliable-style aggregates of each learner's training runs (:data:`ACROSS_SEEDS_COLUMNS`).
+def across_seeds(matrices: dict[str, np.ndarray], tasks: list[tuple[str, str]],
+                 config: BootstrapConfig = BootstrapConfig()) -> pd.DataFrame:
+    """rliable-style aggregates of each learner's training runs (:data:`ACROSS_SEEDS_COLUMNS`), from
+    :func:`score_matrices`.
 
-    A run's score on a task (scenario x split) is its mean ``metric`` over the task's episodes; a
+    A run's score on a task (scenario x split) is its mean metric over the task's episodes; a
     learner is the ``[runs, tasks]`` matrix of its seed-labelled runs (:func:`training_seed_groups`).
     Per task: the mean over runs. Over all tasks: the mean and the IQM (:func:`iqm`) of the matrix.
     Each with a 95% stratified-bootstrap CI: runs resampled with replacement within each task, so
     the interval is over training seeds, not episodes (the episode noise is inside each run's score).
     With 3 runs the interval is coarse; it says how far a seed-to-seed spread leaves the claim.
     """
-    matrices, tasks, groups = score_matrices(results, metric)
     rows = []
     for learner, scores in matrices.items():
-        n_runs, n_tasks = scores.shape
-        if n_tasks == 0:
+        if not tasks:
             continue
-        rng = np.random.default_rng([config.seed, zlib.crc32(f"across/{learner}/{metric}".encode())])
-        idx = _stratified_resamples(n_runs, n_tasks, config.n_boot, rng)
-        boot = np.take_along_axis(np.broadcast_to(scores, idx.shape), idx, axis=1)  # [n_boot, runs, tasks]
+        n_runs = len(scores)
+        boot = _stratified_boot(scores, config.n_boot, _group_rng(config, f"across/{learner}"))  # [n_boot, runs, tasks]
         for j, (sc, sp) in enumerate(tasks):
             rows.append((learner, n_runs, sc, sp, "mean", float(scores[:, j].mean()), *_percentiles(boot[:, :, j].mean(axis=1), config.confidence)))
         rows.append((learner, n_runs, "all", "all", "mean", float(scores.mean()), *_percentiles(boot.mean(axis=(1, 2)), config.confidence)))
@@ -252,23 +259,17 @@ def across_seeds(results: pd.DataFrame, metric: str = "success", config: Bootstr
     return pd.DataFrame(rows, columns=list(ACROSS_SEEDS_COLUMNS))
 
 
-def improvement_probabilities(results: pd.DataFrame, metric: str = "success", config: BootstrapConfig = BootstrapConfig()) -> pd.DataFrame:
+def improvement_probabilities(matrices: dict[str, np.ndarray], config: BootstrapConfig = BootstrapConfig()) -> pd.DataFrame:
     """P(row learner > column learner) over the shared tasks (:func:`probability_of_improvement`), with a
-    95% stratified-bootstrap CI (both learners' runs resampled within each task). Columns ``learner,
-    other, value, ci_low, ci_high``."""
-    matrices, tasks, _ = score_matrices(results, metric)
+    95% stratified-bootstrap CI (both learners' runs resampled within each task), from
+    :func:`score_matrices`. Columns ``learner, other, value, ci_low, ci_high``."""
     rows = []
-    if not tasks:
-        return pd.DataFrame(rows, columns=["learner", "other", "value", "ci_low", "ci_high"])
     for a, x in matrices.items():
         for b, y in matrices.items():
-            if a == b:
+            if a == b or x.shape[1] == 0:
                 continue
-            rng = np.random.default_rng([config.seed, zlib.crc32(f"poi/{a}/{b}/{metric}".encode())])
-            ix = _stratified_resamples(len(x), len(tasks), config.n_boot, rng)
-            iy = _stratified_resamples(len(y), len(tasks), config.n_boot, rng)
-            bx = np.take_along_axis(np.broadcast_to(x, ix.shape), ix, axis=1)
-            by = np.take_along_axis(np.broadcast_to(y, iy.shape), iy, axis=1)
+            rng = _group_rng(config, f"poi/{a}/{b}")
+            bx, by = _stratified_boot(x, config.n_boot, rng), _stratified_boot(y, config.n_boot, rng)
             boot = [probability_of_improvement(bx[k], by[k]) for k in range(config.n_boot)]
             rows.append((a, b, probability_of_improvement(x, y), *_percentiles(np.array(boot), config.confidence)))
     return pd.DataFrame(rows, columns=["learner", "other", "value", "ci_low", "ci_high"])

@@ -38,6 +38,7 @@ from drive_drail.evaluate.aggregate import (
     aggregate,
     improvement_probabilities,
     paired_differences,
+    score_matrices,
 )
 from drive_drail.evaluate.failures import FAILURE_TYPES, failure_counts, gallery_picks, overlay, trace_figure, with_failure_types
 from drive_drail.evaluate.metrics import HIGHER_IS_BETTER, METRIC_COLUMNS
@@ -713,7 +714,8 @@ def write_report(
         para("Each policy minus the scripted expert on the episodes both played from the same seed: mean "
              "difference with a 95% bootstrap CI over the seed pairs (0 = the expert's level).")
         add_table(paired_table(paired))
-    across = across_seeds(table, "success", config.bootstrap)
+    seed_scores, seed_tasks = score_matrices(table, "success")
+    across = across_seeds(seed_scores, seed_tasks, config.bootstrap)
     if len(across):
         section("Across training seeds")
         para("Policies labelled NAME-sN (also _sN, /sN, @sN, -seedN: drive-drail train's default run folders) are "
@@ -721,7 +723,7 @@ def write_report(
              "task's episodes; intervals come from a stratified bootstrap over runs (rliable's method: Agarwal et al., "
              "2021), so they are about seed-to-seed spread, which a pooled episode interval hides. IQM: the mean of "
              "the middle 50% of all run x task scores. Tasks: those every run played.")
-        for t in across_seeds_tables(across, improvement_probabilities(table, "success", config.bootstrap)):
+        for t in across_seeds_tables(across, improvement_probabilities(seed_scores, config.bootstrap)):
             add_table(t)
 
     from tqdm import tqdm

@@ -136,6 +136,17 @@ def build_ppo(config: TrainConfig, env, seed: int) -> PPO:
     return model
 
 
+def discriminator_settings(config: TrainConfig, algo: str, device: torch.device) -> dict:
+    """The discriminator config of ``algo`` (``make_discriminator``'s ``config``) from the run's settings."""
+    common = {"lr": config.disc_lr, "epochs": config.disc_epochs, "batch_size": config.disc_batch, "device": str(device)}
+    if algo == "gail":
+        return {**common, "hidden_sizes": (config.disc_hidden, config.disc_hidden)}
+    if algo == "diffail":
+        return {**common, "hidden_dim": config.disc_hidden, "reward_samples": config.reward_samples}
+    return {**common, "hidden_dim": config.disc_hidden, "scoring": "fused" if config.fused else "unshared",
+            "label_injection": config.label_injection, "reward_samples": config.reward_samples}
+
+
 def train(config: TrainConfig, resume: bool = False, progress: bool = True, steps: int | None = None) -> Path:
     """Run (or resume) one training run; returns the run folder holding ``actor.pt``.
 
@@ -181,16 +192,8 @@ def _train_loop(config, run_dir, env, demos: Demos, expert_obs, expert_act, resu
     disc = None
     if config.algo != "bc":
         disc_obs_dim = spec.OBS_DIM + (1 if config.absorbing else 0)
-        common = {"lr": config.disc_lr, "epochs": config.disc_epochs, "batch_size": config.disc_batch,
-                  "device": str(model.device)}
-        if config.algo == "gail":
-            disc_config = {**common, "hidden_sizes": (config.disc_hidden, config.disc_hidden)}
-        elif config.algo == "diffail":
-            disc_config = {**common, "hidden_dim": config.disc_hidden, "reward_samples": config.reward_samples}
-        else:
-            disc_config = {**common, "hidden_dim": config.disc_hidden, "scoring": "fused" if config.fused else "unshared",
-                           "label_injection": config.label_injection, "reward_samples": config.reward_samples}
-        disc = make_discriminator(config.algo, disc_obs_dim, spec.ACTION_DIM, disc_config, seed=config.seed)
+        disc = make_discriminator(config.algo, disc_obs_dim, spec.ACTION_DIM, discriminator_settings(config, config.algo, model.device),
+                                  seed=config.seed)
     tracker = WandbTracker(run_dir, config.to_dict(), resume) if config.tracker == "wandb" else None
     metrics = MetricsLog(run_dir / "metrics.csv", fresh=not resume, tensorboard_dir=run_dir / "tb", tracker=tracker)
     iterations = max(1, config.steps // (config.n_steps * config.n_envs))
