@@ -105,3 +105,34 @@ def test_a_pickled_scenario_description_loads_as_a_dict():
     sd = ScenarioDescription({"id": "x", "length": 2, "metadata": {"ts": np.arange(2) * 0.1}})
     back = safe_loads(pickle.dumps(sd))
     assert type(back) is dict and back["id"] == "x" and np.allclose(back["metadata"]["ts"], [0.0, 0.1])
+
+
+@pytest.mark.slow
+def test_an_exported_metadrive_on_ramp_merge_converts_to_merge_pairs(tmp_path):
+    """The ego of the metadrive_merge scenario, driven by MetaDrive's IDM from the on-ramp into the road,
+    exported as ScenarioNet files: the acceleration lane (it ends beside the road) and the ramp road
+    (it leads only onto it) are ramps by their geometry, so the sdc's move onto the road is a merge
+    and not a lane change (the exporter's lane types and entry/exit lists do not say so)."""
+    from metadrive.envs import MetaDriveEnv
+    from metadrive.policy.idm_policy import IDMPolicy
+    from metadrive.scenario.utils import save_dataset
+
+    from drive_drail.scenario import load_scenario
+    from drive_drail.sim.metadrive.config import metadrive_config
+
+    config, _adapter = metadrive_config(load_scenario("metadrive_merge"), "train")
+    config.update(agent_policy=IDMPolicy, start_seed=0, num_scenarios=1)
+    with state_only_engine():
+        env = MetaDriveEnv(config)
+        try:
+            scenarios, done = env.export_scenarios(lambda obs: [0.0, 0.0], scenario_index=[0], max_episode_length=300)
+        finally:
+            env.close()
+    assert done[0]["arrive_dest"]
+    save_dataset(list(scenarios.values()), dataset_name="md_merge", dataset_version="v0", dataset_dir=str(tmp_path / "md"))
+    log = read_log(str(tmp_path / "md"))
+    reasons = log.extra["ramp_lanes"][0]
+    assert "ends" in reasons.values() and "feeds" in reasons.values()
+    pairs = convert(log, ConvertConfig(egos="moving"))
+    sdc = pairs[pairs["track_id"].isin(log.extra["sdc_track_ids"][0])]
+    assert sdc["is_merge"].sum() >= 10 and sdc["is_lane_change"].sum() == 0

@@ -364,3 +364,15 @@ def test_real_nuscenes_scenes_convert_without_placeholder_stops_or_glitches(tmp_
     assert sum(glitches.values()) < 0.1 * len(pairs)
     # every kept pair lies within the spec's action ranges: none is left for training to clip
     assert pairs["accel_mps2"].between(*spec.ACCEL_RANGE_MPS2).all() and pairs["steer_rad"].abs().max() <= spec.STEER_RANGE_RAD[1]
+
+
+@pytest.mark.skipif(not NUSCENES_MINI.is_dir(), reason=f"the real nuScenes fixtures are not at {NUSCENES_MINI}")
+def test_real_urban_junctions_give_no_merge_labels():
+    """The eight nuScenes scenes (Boston and Singapore streets, no on-ramps) hold junction turns that end
+    on a lane and lanes whose continuation starts a few metres on: none is read as a ramp a vehicle
+    merges from. (On MetaDrive's exported on-ramp the same rules do find the merge: test_logs_metadrive_export.)"""
+    from drive_drail.pairs.convert import ConvertConfig, convert
+
+    for folder in sorted(p for p in NUSCENES_MINI.iterdir() if p.is_dir()):
+        pairs = convert(ScenarioNetReader().read(folder), ConvertConfig(egos="all"))
+        assert pairs["is_merge"].sum() == 0, folder.name

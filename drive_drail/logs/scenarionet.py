@@ -29,8 +29,11 @@ Record format:
   the left), ``lane_count`` = left chain + 1 + right chain. A map whose lanes carry
   no neighbour keys (nuScenes, Argoverse 2) gets the links from its geometry. Without lanes:
   ``lane_index`` -1, ``lane_count`` 1, offset 0, lane heading = vehicle heading.
-- ``on_ramp``: ScenarioNet's lane types do not mark ramps; a lane counts as one only if
-  its type contains ``RAMP`` or it carries a truthy ``on_ramp`` entry.
+- ``on_ramp``: ScenarioNet's lane types do not mark ramps, so a lane counts as one if its type
+  contains ``RAMP``, it carries a truthy ``on_ramp`` entry, or its geometry says a vehicle can only
+  leave it by merging (:mod:`drive_drail.logs.ramps`: it ends beside a lane that goes on, it joins
+  another lane from the side, or it leads only onto such a lane). ``TrackLog.extra["ramp_lanes"][scene_id]``
+  lists those lanes with the rule that found each.
 
 Errors name the key path as the column (``tracks[7].state.position``) and, for
 per-step arrays, the 0-based step index as the row.
@@ -38,7 +41,7 @@ per-step arrays, the 0-based step index as the row.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
@@ -46,6 +49,7 @@ import numpy as np
 import pandas as pd
 
 from drive_drail.logs.base import TRACK_COLUMNS, LogError, TrackLog, finalize_tracks, nominal_rate_hz
+from drive_drail.logs.ramps import ramp_lanes
 from drive_drail.logs.safe_pickle import safe_load
 
 FORMAT = "scenarionet"
@@ -87,7 +91,7 @@ class ScenarioNetReader:
     def read_loaded(self, scenarios: Iterable[tuple[object, Path]], source: Path) -> TrackLog:
         """The :class:`TrackLog` of scenario dicts already loaded (safely), each with its file, in dataset
         order; ``source`` names the log. :meth:`read` streams a folder's files through it."""
-        tables, scenario_ids, track_ids, sdc_ids, swapped, datasets, rates, files = [], {}, {}, {}, {}, {}, [], []
+        tables, scenario_ids, track_ids, sdc_ids, swapped, ramps, datasets, rates, files = [], {}, {}, {}, {}, {}, {}, [], []
         for scene_id, (sd, file) in enumerate(scenarios):
             files.append(file)
             table, info = scenario_table(sd, file, scene_id)
@@ -96,6 +100,7 @@ class ScenarioNetReader:
             track_ids[scene_id] = info["track_ids"]
             sdc_ids[scene_id] = info["sdc_track_ids"]
             swapped[scene_id] = info["swapped_size_tracks"]
+            ramps[scene_id] = info["ramp_lanes"]
             datasets[scene_id] = info["dataset"]
             rates.append((info["frame_rate_hz"], file))
         rate_hz = rates[0][0]
@@ -118,6 +123,7 @@ class ScenarioNetReader:
                 "track_ids": track_ids,
                 "sdc_track_ids": sdc_ids,
                 "swapped_size_tracks": swapped,  # per scene: tracks whose length and width were swapped back
+                "ramp_lanes": ramps,  # per scene: {lane id: the rule that made it a ramp (logs/ramps.py)}
                 "datasets": datasets,
             },
         )
@@ -363,6 +369,7 @@ def scenario_table(sd: object, path: Path, scene_id: int) -> tuple[pd.DataFrame,
         "track_ids": track_ids,
         "sdc_track_ids": sdc_track_ids,
         "swapped_size_tracks": swapped_tracks,
+        "ramp_lanes": dict(lane_map.ramp_reasons) if lane_map is not None else {},
         "dataset": str(metadata.get("dataset", "")),
         "frame_rate_hz": nominal_rate_hz(ts),
     }
@@ -393,6 +400,8 @@ class LaneMap:
     lane_ids: list[str]
     links_from_geometry: bool = False
     """The map had no neighbour lists; :func:`geometric_neighbours` made them."""
+    ramp_reasons: dict[str, str] = field(default_factory=dict)
+    """Lanes marked on-ramp by their geometry, with the rule of :mod:`drive_drail.logs.ramps` that found each."""
 
 
 def _neighbor_ids(entries: object) -> list[str]:
@@ -488,6 +497,8 @@ def build_lane_map(map_features: object, path: Path) -> LaneMap | None:
         lane_map.links_from_geometry = True
     lane_left, lane_right = _chain_lengths(lane_ids, left), _chain_lengths(lane_ids, right)
     lane_map.lane_index, lane_map.lane_count = lane_left, lane_left + 1 + lane_right
+    by_geometry, lane_map.ramp_reasons = ramp_lanes(lane_map)
+    lane_map.lane_on_ramp |= by_geometry
     return lane_map
 
 
