@@ -5,8 +5,10 @@ auto-resets) of:
 
 - highway-env, single process: the project's ``HighwayAdapter`` stepping one scene;
 - highway-env, 2-process vector env: SB3 ``SubprocVecEnv`` over the trainer's environments, stepped in lock step;
-- the batched simulator (``BatchedHighwayEnv.step``) at B = 1, 64, 512, 4096, and its SB3
-  adapter (``make_batched_vec_env``, per-scene info dicts) at the largest B.
+- the batched simulator (``BatchedHighwayEnv.step``) at B = 1, 64, 512, 4096, with its default
+  kernel (on a CPU: the compiled one, ``sim/batched/kernel.py``) and with the whole-array torch path
+  (``kernel="torch"``), and its SB3 adapter (``make_batched_vec_env``, per-scene info dicts) at the largest B;
+- EnvPool's C++ ``HighwayFast-v0`` (the ``[bench]`` extra) at the same B, same road and traffic.
 
 Every configuration runs in a fresh subprocess, so its peak memory is its own: ``peak_rss_mb``
 is the process's peak resident set size and ``rss_delta_mb`` its growth over the process
@@ -106,7 +108,7 @@ def run_job(job: dict, queue: mp.Queue) -> None:
         from drive_drail.sim.batched.vec_env import BatchedSB3VecEnv
 
         b = job["b"]
-        core = BatchedHighwayEnv(scenario, b, device=job["device"])
+        core = BatchedHighwayEnv(scenario, b, device=job["device"], kernel=job.get("kernel", "auto"))
         env = BatchedSB3VecEnv(core) if kind == "batched_sb3" else core
         env.reset()
         acts = [_actions(rng, b) for _ in range(8)]
@@ -124,6 +126,7 @@ def run_job(job: dict, queue: mp.Queue) -> None:
         torch.cuda.synchronize()
     result = {
         "kind": kind,
+        **({"kernel": core.kernel} if kind.startswith("batched") else {}),
         "b": b,
         "policy_steps": steps,
         "seconds": round(elapsed, 3),
@@ -162,6 +165,7 @@ def main() -> None:
     common = {"scenario": args.scenario, "threads": args.threads, "device": "cpu", "seconds": args.seconds}
     highway = [measure({**common, "kind": "highway_1proc", "min_steps": 20}), measure({**common, "kind": "highway_2proc", "min_steps": 20})]
     batched = [measure({**common, "kind": "batched", "b": b, "device": args.device, "min_steps": 3}) for b in args.sizes]
+    torch_path = [measure({**common, "kind": "batched", "kernel": "torch", "b": b, "device": args.device, "min_steps": 3}) for b in args.sizes]
     sb3 = measure({**common, "kind": "batched_sb3", "b": max(args.sizes), "device": args.device, "min_steps": 3})
     try:
         import envpool  # noqa: F401  (the peer is optional)
@@ -180,6 +184,8 @@ def main() -> None:
         "machine": {"platform": platform.platform(), "python": sys.version.split()[0], "cpus": mp.cpu_count()},
         "highway_env": highway,
         "batched": batched,
+        "batched_torch_path": torch_path,
+        "kernel_speedup_vs_torch_path": {str(r["b"]): round(r["env_steps_per_s"] / t["env_steps_per_s"], 2) for r, t in zip(batched, torch_path)},
         "batched_sb3_vecenv": sb3,
         "best_b": best["b"],
         "speedup_vs_highway_2proc": {str(r["b"]): round(r["env_steps_per_s"] / two_proc, 1) for r in batched},

@@ -43,6 +43,11 @@ def _train(job: dict, queue) -> None:
 
     if not job["blas_limit"]:
         rollout.single_threaded_blas = contextlib.nullcontext
+    if job.get("kernel", "auto") != "auto":  # how the batched simulator steps frames (sim/batched/env.KERNELS)
+        import drive_drail.sim.batched.env as batched_env
+
+        init = batched_env.BatchedHighwayEnv.__init__
+        batched_env.BatchedHighwayEnv.__init__ = lambda self, *a, **k: init(self, *a, **{**k, "kernel": job["kernel"]})
     if job["threads"]:
         torch.set_num_threads(job["threads"])
     config = TrainConfig(scenario="lane_change", algo="drail", demos=job["demos"], sim="batched", steps=job["steps"],
@@ -54,6 +59,7 @@ def _train(job: dict, queue) -> None:
     m = pd.read_csv(Path(job["out"]) / "metrics.csv")
     steady = m["charts/sps"].dropna().iloc[3:]
     queue.put({"threads": job["threads"] or f"default: {config.learner_threads()}", "blas_limit": job["blas_limit"], "competing_process": job["busy"],
+               "kernel": job.get("kernel", "auto"),
                "env_steps_per_s": round(float(steady.mean()), 1), "wall_s": round(wall, 1),
                **{k.split("/")[1]: round(float(m[k].sum()), 2) for k in ("time/rollout_s", "time/discriminator_s", "time/ppo_s")}})
 

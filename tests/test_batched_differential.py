@@ -20,7 +20,7 @@ import torch
 from highway_env.vehicle.behavior import IDMVehicle
 
 from drive_drail.scenario import load_scenario
-from drive_drail.sim.batched.env import BatchedHighwayEnv, make_ego_idm, simulate_frame
+from drive_drail.sim.batched.env import BatchedHighwayEnv, make_ego_idm
 from drive_drail.sim.batched.scene_exchange import import_scene, scene_objects
 from drive_drail.sim.highway import HighwayAdapter
 
@@ -37,16 +37,22 @@ def ego_actions(rng: np.random.Generator, steps: int) -> np.ndarray:
     return np.stack([accel, steer], axis=1)
 
 
-def run_identical_scenes(name: str, seeds: list[int], seconds: float = 10.0, compare_at_s: float = 5.0) -> dict:
-    """Import highway-env's scene of each seed, drive both simulators with the same ego actions.
+KERNELS = ["numba", "torch"]
+"""Both ways of stepping frames: the compiled CPU kernel and the whole-array torch path."""
 
-    Returns per-vehicle position errors at ``compare_at_s`` and per-scene collision agreement.
+
+def run_identical_scenes(name: str, seeds: list[int], seconds: float = 10.0, compare_at_s: float = 5.0) -> dict[str, dict]:
+    """Import highway-env's scene of each seed, drive highway-env and the batched simulator (each of
+    :data:`KERNELS`) with the same ego actions.
+
+    Returns, per kernel, per-vehicle position errors at ``compare_at_s`` and per-scene collision agreement.
     """
     scenario = load_scenario(name)
     steps = int(round(seconds * scenario.policy_frequency_hz))
     at = int(round(compare_at_s * scenario.policy_frequency_hz))
-    env = BatchedHighwayEnv(scenario, len(seeds), autoreset=False)
-    env.reset()
+    envs = {kernel: BatchedHighwayEnv(scenario, len(seeds), autoreset=False, kernel=kernel) for kernel in KERNELS}
+    for env in envs.values():
+        env.reset()
     adapter = HighwayAdapter(scenario)
     rng = np.random.default_rng(1234)
     actions = np.stack([ego_actions(rng, steps) for _ in seeds], axis=1)  # [steps, K, 2]
@@ -54,7 +60,8 @@ def run_identical_scenes(name: str, seeds: list[int], seconds: float = 10.0, com
     hw_pos, hw_crash = [], []
     for k, seed in enumerate(seeds):
         adapter.reset(seed=seed)
-        import_scene(env, k, adapter)
+        for env in envs.values():
+            import_scene(env, k, adapter)
         vehicles, objects = scene_objects(adapter.hw_env)
         crashes = []
         for t in range(steps):
@@ -64,45 +71,48 @@ def run_identical_scenes(name: str, seeds: list[int], seconds: float = 10.0, com
                 hw_pos.append(np.array([v.position for v in vehicles]))
         hw_crash.append(np.array(crashes))
 
-    b_pos, b_crash = None, []
-    for t in range(steps):
-        env.step(actions[t])
-        b_crash.append(env.state.crashed.numpy().copy())
-        if t + 1 == at:
-            b_pos = np.stack([env.state.x_m.numpy(), env.state.y_m.numpy()], axis=2).copy()
-    b_crash = np.stack(b_crash, axis=1)  # [K, steps, M]
+    results = {}
+    for kernel, env in envs.items():
+        b_pos, b_crash = None, []
+        for t in range(steps):
+            env.step(actions[t])
+            b_crash.append(env.state.crashed.numpy().copy())
+            if t + 1 == at:
+                b_pos = np.stack([env.state.x_m.numpy(), env.state.y_m.numpy()], axis=2).copy()
+        b_crash = np.stack(b_crash, axis=1)  # [K, steps, M]
 
-    errors, same_events, any_crash = [], [], 0
-    for k in range(len(seeds)):
-        n = len(hw_pos[k])
-        errors.append(np.linalg.norm(b_pos[k, :n] - hw_pos[k], axis=1))
-        same_events.append(bool(np.array_equal(b_crash[k, :, :n], hw_crash[k])))
-        any_crash += bool(hw_crash[k].any())
-    errors = np.concatenate(errors)
-    return {
-        "vehicles": len(errors),
-        "within_tol": float(np.mean(errors <= POSITION_TOL_M)),
-        "max_error_m": float(errors.max()),
-        "same_collisions": float(np.mean(same_events)),
-        "scenes_with_crash": any_crash,
-    }
+        errors, same_events, any_crash = [], [], 0
+        for k in range(len(seeds)):
+            n = len(hw_pos[k])
+            errors.append(np.linalg.norm(b_pos[k, :n] - hw_pos[k], axis=1))
+            same_events.append(bool(np.array_equal(b_crash[k, :, :n], hw_crash[k])))
+            any_crash += bool(hw_crash[k].any())
+        errors = np.concatenate(errors)
+        results[kernel] = {
+            "vehicles": len(errors),
+            "within_tol": float(np.mean(errors <= POSITION_TOL_M)),
+            "max_error_m": float(errors.max()),
+            "same_collisions": float(np.mean(same_events)),
+            "scenes_with_crash": any_crash,
+        }
+    return results
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_identical_scenes_agree_fast(name):
-    r = run_identical_scenes(name, seeds=[0, 1, 2], seconds=10.0)
-    assert r["within_tol"] == 1.0, r
-    assert r["same_collisions"] == 1.0, r
+    for kernel, r in run_identical_scenes(name, seeds=[0, 1, 2], seconds=10.0).items():
+        assert r["within_tol"] == 1.0, (kernel, r)
+        assert r["same_collisions"] == 1.0, (kernel, r)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_identical_scenes_agree_100(name):
-    r = run_identical_scenes(name, seeds=list(range(100)), seconds=10.0)
-    print(f"\n{name}: {r}")
-    assert r["within_tol"] >= 0.95, r
-    assert r["same_collisions"] >= 0.95, r
-    assert r["scenes_with_crash"] > 0  # the collision comparison is exercised
+    for kernel, r in run_identical_scenes(name, seeds=list(range(100)), seconds=10.0).items():
+        print(f"\n{name} ({kernel}): {r}")
+        assert r["within_tol"] >= 0.95, (kernel, r)
+        assert r["same_collisions"] >= 0.95, (kernel, r)
+        assert r["scenes_with_crash"] > 0  # the collision comparison is exercised
 
 
 # --------------------------------------------------------------------------------------
@@ -141,7 +151,7 @@ def batched_idm_outcomes(name: str, seeds: np.ndarray, seconds: float) -> tuple[
     frames = int(round(seconds * scenario.simulation_frequency_hz))
     speeds = []
     for _ in range(frames):
-        simulate_frame(env.state, env.lanes, env.sim_dt_s)
+        env.simulate(1)
         speeds.append(env.state.speed_mps[:, 0].numpy().copy())
     return env.state.crashed[:, 0].numpy(), np.mean(speeds, axis=0)
 
@@ -213,10 +223,11 @@ def test_idm_expert_outcome_distributions_agree(name):
     assert agree_95(hw_crash.astype(float), b_crash.astype(float)) and agree_95(hw_speed, b_speed), r
 
 
-def test_idm_expert_on_identical_scenes_matches_exactly():
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_idm_expert_on_identical_scenes_matches_exactly(kernel):
     """Fast check of the expert path itself: same imported scene, ego as IDMVehicle in both."""
     scenario = load_scenario("lane_change")
-    env = BatchedHighwayEnv(scenario, 2, autoreset=False)
+    env = BatchedHighwayEnv(scenario, 2, autoreset=False, kernel=kernel)
     env.reset()
     adapter = HighwayAdapter(scenario)
     finals = []
@@ -231,8 +242,7 @@ def test_idm_expert_on_identical_scenes_matches_exactly():
             hw.road.act()
             hw.road.step(env.sim_dt_s)
         finals.append(np.array([v.position for v in scene_objects(hw)[0]]))
-    for _ in range(60):
-        simulate_frame(env.state, env.lanes, env.sim_dt_s)
+    env.simulate(60)
     for k, pos in enumerate(finals):
         n = len(pos)
         ours = np.stack([env.state.x_m[k, :n].numpy(), env.state.y_m[k, :n].numpy()], axis=1)

@@ -23,6 +23,10 @@ plays ``seeds[(offset + n * B + b) % len(seeds)]`` of the split. Initial scenes 
 construction (a reset is then a gather), or from highway-env itself through
 :mod:`drive_drail.sim.batched.scene_exchange`.
 
+Frames run in the compiled CPU kernel (:mod:`drive_drail.sim.batched.kernel`) where it can
+(float64 on a CPU with numba; ``kernel="auto"``), else as whole-array torch ops
+(:func:`simulate_frame`); both are held to highway-env by the differential tests.
+
 Precision: float64 by default on CPU (bit-level parity with highway-env's numpy), float32
 by default on CUDA.
 """
@@ -38,6 +42,7 @@ from drive_drail import spec, tasks
 from drive_drail.scenario import Scenario, ScenarioError
 from drive_drail.sim import base
 from drive_drail.sim.batched import behavior, collision, physics
+from drive_drail.sim.batched import kernel as cpu_kernel
 from drive_drail.sim.batched.road import LaneTable
 from drive_drail.sim.batched.spawn import SceneFamily, scene_family
 from drive_drail.sim.batched.vehicles import VehicleState
@@ -57,6 +62,11 @@ def simulate_frame(st: VehicleState, lanes: LaneTable, dt_s: float) -> None:
     behavior.decide(st, lanes)
     physics.bicycle_step(st, lanes, dt_s)
     collision.handle_collisions(st, dt_s)
+
+
+KERNELS = ("auto", "numba", "torch")
+"""How frames are stepped: ``numba`` the compiled CPU kernel (:mod:`kernel`), ``torch`` whole-array
+ops (:func:`simulate_frame`, any device), ``auto`` the kernel where it can run (float64 on a CPU with numba)."""
 
 
 def lmap(v: np.ndarray, x: tuple[float, float], y: tuple[float, float]) -> np.ndarray:
@@ -159,6 +169,7 @@ class BatchedHighwayEnv:
         device: str | torch.device = "cpu",
         dtype: torch.dtype | None = None,
         autoreset: bool = True,
+        kernel: str = "auto",
     ):
         if scenario.simulator != "highway":
             raise ScenarioError(scenario.source, f"the batched simulator runs highway scenarios, not '{scenario.simulator}'", key="simulator")
@@ -168,6 +179,9 @@ class BatchedHighwayEnv:
         self.device = torch.device(device)
         self.dtype = dtype or (torch.float32 if self.device.type == "cuda" else torch.float64)
         self.autoreset = autoreset
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
+        self.kernel = kernel
         self.family: SceneFamily = scene_family(scenario, split)
         self.lanes = self.family.lanes.to(self.device, self.dtype)
         self.seeds = np.asarray(scenario.seeds_for(split), dtype=np.int64)
@@ -195,6 +209,10 @@ class BatchedHighwayEnv:
         self.stopped_s = np.zeros(b)
         self.last_action = np.zeros((b, spec.ACTION_DIM))
         self.ego_idm = np.zeros(b, dtype=bool)
+        if kernel == "auto":
+            self.kernel = "numba" if cpu_kernel.usable(self.state) else "torch"
+        elif kernel == "numba" and not cpu_kernel.usable(self.state):
+            raise ValueError("kernel 'numba' needs numba installed and a float64 state on the CPU")
         self._on_ramp = torch.zeros(self.lanes.count, dtype=torch.bool, device=self.device)
         if self.family.on_ramp_lanes:
             self._on_ramp[list(self.family.on_ramp_lanes)] = True
@@ -263,8 +281,7 @@ class BatchedHighwayEnv:
         st = self.state
         physical, hw = ego_action_highway(action_unit, _np(st.speed_mps[:, 0]), self.policy_dt_s)
         set_ego_action(st, torch.as_tensor(hw, device=self.device, dtype=self.dtype))
-        for _ in range(self.frames_per_action):
-            simulate_frame(st, self.lanes, self.sim_dt_s)
+        self.simulate(self.frames_per_action)
         self.policy_steps += 1
         self.last_action = physical
         self._update_task()
@@ -284,6 +301,14 @@ class BatchedHighwayEnv:
             obs = obs.copy()
             obs[done] = self.observe()[done]
         return StepResult(obs, reward, terminated, truncated, info, final_obs, final_info)
+
+    def simulate(self, frames: int) -> None:
+        """``frames`` simulation frames of every scene, with this env's kernel (no episode logic)."""
+        if self.kernel == "numba":
+            cpu_kernel.simulate_frames(self.state, self.lanes, self.sim_dt_s, frames)
+        else:
+            for _ in range(frames):
+                simulate_frame(self.state, self.lanes, self.sim_dt_s)
 
     def observe(self) -> np.ndarray:
         """Spec observations of every scene, ``[B, OBS_DIM]`` float32."""
