@@ -3,9 +3,11 @@
 Prints JSON: rows/s of the whole conversion (read + validate + kinematics + scenes +
 observations + inverse dynamics + labels + Parquet write), the ratio of its time to
 pyarrow's plain multithreaded CSV read of the same tracks file (both measured in this
-run; target <= 3), and peak memory.
+run; target <= 3), the same ratio for the CLI (``drive-drail convert`` in a fresh process,
+start-up and imports included), and peak memory. The three are timed interleaved, medians of
+``--repeats``.
 
-    python benchmarks/convert_highd.py [--rows 1000000] [--keep DIR]
+    python benchmarks/convert_highd.py [--rows 1000000] [--repeats 5] [--keep DIR] [--out FILE]
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -104,6 +108,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--keep", help="keep the generated files in this folder")
+    parser.add_argument("--out", help="also write the JSON here")
     args = parser.parse_args()
 
     from drive_drail.pairs.convert import ConvertConfig, convert_file
@@ -113,7 +118,8 @@ def main() -> None:
     n_rows = sum(1 for _ in open(tracks)) - 1
     size_mb = tracks.stat().st_size / 1e6
 
-    read_s, convert_s = [], []
+    cli = [sys.executable, "-m", "drive_drail.cli", "convert", str(tracks), "-o", str(folder / "pairs_cli.parquet"), "--format", "highd"]
+    read_s, convert_s, cli_s = [], [], []
     for _ in range(args.repeats):  # interleaved, so both see the same machine load
         t0 = time.perf_counter()
         pacsv.read_csv(tracks)
@@ -121,8 +127,11 @@ def main() -> None:
         t0 = time.perf_counter()
         pairs, _ = convert_file(str(tracks), str(folder / "pairs.parquet"), "highd", ConvertConfig())
         convert_s.append(time.perf_counter() - t0)
-    read, conv = float(np.median(read_s)), float(np.median(convert_s))
-    print(json.dumps({
+        t0 = time.perf_counter()
+        subprocess.run(cli, check=True, stdout=subprocess.DEVNULL)
+        cli_s.append(time.perf_counter() - t0)
+    read, conv, cli_time = float(np.median(read_s)), float(np.median(convert_s)), float(np.median(cli_s))
+    text = json.dumps({
         "benchmark": "convert_highd",
         "rows": n_rows,
         "csv_mb": round(size_mb, 1),
@@ -131,10 +140,18 @@ def main() -> None:
         "convert_s": round(conv, 3),
         "convert_rows_per_s": round(n_rows / conv),
         "ratio_convert_to_read": round(conv / read, 2),
+        "cli_s": round(cli_time, 3),
+        "ratio_cli_to_read": round(cli_time / read, 2),
         "target_ratio": 3.0,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "repeats": args.repeats,
-    }, indent=2))
+        "read_s_all": [round(x, 3) for x in read_s],
+        "convert_s_all": [round(x, 3) for x in convert_s],
+        "cli_s_all": [round(x, 3) for x in cli_s],
+    }, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
 
 
 if __name__ == "__main__":

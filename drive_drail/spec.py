@@ -323,87 +323,67 @@ def observe_batch(scenes: SceneBatch) -> np.ndarray:
 
     Pure and vectorised: no loop over scenes or vehicles. Neighbour slots are ordered
     by centre distance to the ego (nearest first); slots without a vehicle within
-    :data:`NEIGHBOUR_RADIUS_M` are all zeros.
+    :data:`NEIGHBOUR_RADIUS_M` are all zeros. Gathers index the flattened ``[B * M]`` arrays
+    and features are written into one preallocated row each (the simulator and the converter
+    call this on every step: benchmarks/batched_sim.py, benchmarks/convert_highd.py).
     """
-    b = np.arange(scenes.x_m.shape[0])
+    n_b, m = scenes.x_m.shape
+    b = np.arange(n_b)
     e = scenes.ego
-    ego_x, ego_y = scenes.x_m[b, e], scenes.y_m[b, e]
-    ego_vx, ego_vy = scenes.vx_mps[b, e], scenes.vy_mps[b, e]
-    ego_h = scenes.heading_rad[b, e]
-    ego_lane = scenes.lane[b, e]
-
-    # Ego velocity in the lane frame.
+    flat_e = b * m + e
+    x, y, vx, vy, hd = scenes.x_m, scenes.y_m, scenes.vx_mps, scenes.vy_mps, scenes.heading_rad
+    ego_x, ego_y = x.ravel()[flat_e], y.ravel()[flat_e]
+    ego_vx, ego_vy = vx.ravel()[flat_e], vy.ravel()[flat_e]
+    ego_h = hd.ravel()[flat_e]
+    ego_lane = scenes.lane.ravel()[flat_e]
     cl, sl = np.cos(scenes.lane_heading_rad), np.sin(scenes.lane_heading_rad)
     ego_along = ego_vx * cl + ego_vy * sl
-    rx, ry = scenes.x_m - ego_x[:, None], scenes.y_m - ego_y[:, None]
+    rx, ry = x - ego_x[:, None], y - ego_y[:, None]
 
+    raw = np.zeros((n_b, OBS_DIM))  # ego features, then K_NEIGHBOURS slots of NEIGHBOUR_FEATURES
     # Lead vehicle: the nearest centre ahead along the lane within LEAD_HALF_WIDTH_M of the ego lane's centre line.
     along = rx * cl[:, None] + ry * sl[:, None]
     across = -rx * sl[:, None] + ry * cl[:, None] + scenes.lane_offset_m[:, None]
     is_lead = scenes.valid & (along > 0.0) & (along < LEAD_RANGE_M) & (np.abs(across) <= LEAD_HALF_WIDTH_M)
-    is_lead[b, e] = False
+    is_lead.ravel()[flat_e] = False
     lead_along = np.where(is_lead, along, np.inf)
     lead = np.argmin(lead_along, axis=1)
-    has_lead = is_lead[b, lead]
-    lead_speed = scenes.vx_mps[b, lead] * cl + scenes.vy_mps[b, lead] * sl
-    ego_feats = np.stack(
-        [
-            ego_along,
-            -ego_vx * sl + ego_vy * cl,
-            wrap_angle(ego_h - scenes.lane_heading_rad),
-            scenes.lane_offset_m,
-            ego_lane.astype(np.float64),
-            scenes.lane_count.astype(np.float64),
-            has_lead.astype(np.float64),
-            np.where(has_lead, lead_along[b, lead], LEAD_RANGE_M),
-            np.where(has_lead, ego_along - lead_speed, 0.0),
-        ],
-        axis=1,
-    )
+    flat_l = b * m + lead
+    has_lead = is_lead.ravel()[flat_l]
+    lead_speed = vx.ravel()[flat_l] * cl + vy.ravel()[flat_l] * sl
+    raw[:, 0] = ego_along
+    raw[:, 1] = -ego_vx * sl + ego_vy * cl
+    raw[:, 2] = wrap_angle(ego_h - scenes.lane_heading_rad)
+    raw[:, 3] = scenes.lane_offset_m
+    raw[:, 4] = ego_lane
+    raw[:, 5] = scenes.lane_count
+    raw[:, 6] = has_lead
+    raw[:, 7] = np.where(has_lead, lead_along.ravel()[flat_l], LEAD_RANGE_M)
+    raw[:, 8] = np.where(has_lead, ego_along - lead_speed, 0.0)
 
-    # Neighbours: relative state rotated into the ego frame.
-    ch, sh = np.cos(ego_h)[:, None], np.sin(ego_h)[:, None]
-    rvx, rvy = scenes.vx_mps - ego_vx[:, None], scenes.vy_mps - ego_vy[:, None]
     dist2 = rx * rx + ry * ry
     candidate = scenes.valid & (dist2 <= NEIGHBOUR_RADIUS_M**2)
-    candidate[b, e] = False
+    candidate.ravel()[flat_e] = False
     dist2 = np.where(candidate, dist2, np.inf)
-
-    k = min(K_NEIGHBOURS, dist2.shape[1])
+    k = min(K_NEIGHBOURS, m)
     # One sort of a few dozen slots beats partition-then-sort (and their gathers) at every B.
     nearest = np.argsort(dist2, axis=1, kind="stable")[:, :k]  # [B, k], nearest first
-
-    def gather(a: np.ndarray) -> np.ndarray:
-        return np.take_along_axis(a, nearest, axis=1)
-
-    present = gather(candidate)
-    g_rx, g_ry, g_rvx, g_rvy = gather(rx), gather(ry), gather(rvx), gather(rvy)
-    dh = gather(scenes.heading_rad) - ego_h[:, None]
-    dlane = np.where(
-        (gather(scenes.lane) >= 0) & (ego_lane[:, None] >= 0),
-        gather(scenes.lane) - ego_lane[:, None],
-        0,
-    ).astype(np.float64)
-    neigh = np.stack(
-        [
-            np.ones_like(g_rx),
-            g_rx * ch + g_ry * sh,
-            -g_rx * sh + g_ry * ch,
-            g_rvx * ch + g_rvy * sh,
-            -g_rvx * sh + g_rvy * ch,
-            np.cos(dh),
-            np.sin(dh),
-            dlane,
-        ],
-        axis=2,
-    )  # [B, k, F]
-    neigh = np.where(present[:, :, None], neigh, 0.0)
-    if k < K_NEIGHBOURS:
-        pad = np.zeros((neigh.shape[0], K_NEIGHBOURS - k, neigh.shape[2]))
-        neigh = np.concatenate([neigh, pad], axis=1)
-
-    raw = np.concatenate([ego_feats, neigh.reshape(neigh.shape[0], -1)], axis=1)
-    return (raw / _OBS_SCALE).astype(np.float32)
+    flat_n = (b * m)[:, None] + nearest  # [B, k]
+    present = candidate.ravel()[flat_n]
+    g_rx, g_ry = rx.ravel()[flat_n], ry.ravel()[flat_n]
+    g_rvx, g_rvy = vx.ravel()[flat_n] - ego_vx[:, None], vy.ravel()[flat_n] - ego_vy[:, None]
+    ch, sh = np.cos(ego_h)[:, None], np.sin(ego_h)[:, None]
+    dh = hd.ravel()[flat_n] - ego_h[:, None]
+    g_lane = scenes.lane.ravel()[flat_n]
+    dlane = np.where((g_lane >= 0) & (ego_lane[:, None] >= 0), g_lane - ego_lane[:, None], 0)
+    n_ego, n_nb = len(EGO_FEATURES), len(NEIGHBOUR_FEATURES)
+    nb = raw[:, n_ego : n_ego + k * n_nb].reshape(n_b, k, n_nb)  # a view: rows are contiguous within a slot
+    # NEIGHBOUR_FEATURES in order: the relative state rotated into the ego frame
+    for f, val in enumerate((1.0, g_rx * ch + g_ry * sh, -g_rx * sh + g_ry * ch, g_rvx * ch + g_rvy * sh,
+                             -g_rvx * sh + g_rvy * ch, np.cos(dh), np.sin(dh), dlane)):
+        nb[:, :, f] = np.where(present, val, 0.0)
+    raw /= _OBS_SCALE
+    return raw.astype(np.float32)
 
 
 def standardise(obs: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:

@@ -266,7 +266,7 @@ def headingless_track_log(
         "expert": np.ones(n, bool),
     }
     return TrackLog(
-        tracks=finalize_tracks(pd.DataFrame({**defaults, **columns}, copy=False)),
+        tracks=finalize_tracks({**defaults, **columns}),
         source=str(source),
         format=format,
         frame_rate_hz=frame_rate_hz,
@@ -276,21 +276,35 @@ def headingless_track_log(
     )
 
 
-def finalize_tracks(df: pd.DataFrame) -> pd.DataFrame:
-    """Select, order and type the record columns; sort by (scene, track, frame)."""
-    out = pd.DataFrame({c: df[c].astype(t) for c, t in TRACK_COLUMNS.items()})
-    if _sorted_by(out, ("scene_id", "track_id", "frame")):  # most logs come sorted: a stable sort would only copy
-        return out.reset_index(drop=True)
-    return out.sort_values(["scene_id", "track_id", "frame"], kind="stable").reset_index(drop=True)
+def finalize_tracks(df: pd.DataFrame | Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """Select, order and type the record columns; sort by (scene, track, frame).
+
+    Works on the columns as arrays and builds the DataFrame once: each DataFrame built from columns
+    copies them into blocks, and a sort that gathers a whole block is slower than per-column takes
+    (benchmarks/convert_highd.py).
+    """
+    cols = {c: _typed(np.asarray(df[c]), t) for c, t in TRACK_COLUMNS.items()}
+    if not _sorted_by(cols, ("scene_id", "track_id", "frame")):  # most logs come sorted: a stable sort would only copy
+        order = np.lexsort((cols["frame"], cols["track_id"], cols["scene_id"]))  # stable, last key first
+        cols = {c: a[order] for c, a in cols.items()}
+    return pd.DataFrame(cols, copy=False)
 
 
-def _sorted_by(df: pd.DataFrame, keys: tuple[str, ...]) -> bool:
+def _typed(values: np.ndarray, dtype: str) -> np.ndarray:
+    """``values`` as ``dtype``; a float column with NaN or inf cast to integers raises as pandas does."""
+    if np.dtype(dtype).kind in "iu" and values.dtype.kind == "f" and not np.isfinite(values).all():
+        return pd.Series(values).astype(dtype).to_numpy()  # raises pandas' IntCastingNaNError
+    return values.astype(dtype, copy=False)
+
+
+def _sorted_by(cols: Mapping[str, np.ndarray], keys: tuple[str, ...]) -> bool:
     """Whether the rows already run in lexicographic order of ``keys`` (ties allowed)."""
-    if len(df) < 2:
+    n = len(cols[keys[0]])
+    if n < 2:
         return True
-    ordered = np.zeros(len(df) - 1, bool)  # rows settled by an earlier key
+    ordered = np.zeros(n - 1, bool)  # rows settled by an earlier key
     for key in keys:
-        step = np.diff(df[key].to_numpy())
+        step = np.diff(np.asarray(cols[key]))
         if (~ordered & (step < 0)).any():
             return False
         ordered |= step > 0
