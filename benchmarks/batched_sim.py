@@ -8,7 +8,11 @@ auto-resets) of:
 - the batched simulator (``BatchedHighwayEnv.step``) at B = 1, 64, 512, 4096, with its default
   kernel (on a CPU: the compiled one, ``sim/batched/kernel.py``) and with the whole-array torch path
   (``kernel="torch"``), and its SB3 adapter (``make_batched_vec_env``, per-scene info dicts) at the largest B;
-- EnvPool's C++ ``HighwayFast-v0`` (the ``[bench]`` extra) at the same B, same road and traffic.
+- EnvPool's C++ ``HighwayFast-v0`` (the ``[bench]`` extra) at the same B, same road and traffic;
+- with ``--contention``: the batched simulator at the largest B beside a competing busy process (a
+  pure-Python loop holding one core), with torch's default threads and with 1 thread, against its
+  fair share: the 1-thread rate on a quiet machine (one of the two cores). Target: the default run
+  within 1.5x of that fair share.
 
 Every configuration runs in a fresh subprocess, so its peak memory is its own: ``peak_rss_mb``
 is the process's peak resident set size and ``rss_delta_mb`` its growth over the process
@@ -17,7 +21,7 @@ allocated GPU memory is reported too. Actions are fixed mild random ones (the eg
 stays on the road). Prints JSON only:
 
     .venv/bin/python benchmarks/batched_sim.py [--scenario lane_change] [--sizes 1 64 512 4096]
-        [--seconds 4] [--threads 1] [--device cpu] [--out results.json]
+        [--seconds 4] [--threads 1] [--device cpu] [--contention] [--out results.json]
 """
 
 from __future__ import annotations
@@ -141,14 +145,38 @@ def run_job(job: dict, queue: mp.Queue) -> None:
     queue.put(result)
 
 
+def _busy(stop) -> None:
+    while not stop.is_set():
+        sum(i * i for i in range(10_000))
+
+
 def measure(job: dict) -> dict:
+    """``job`` measured in a fresh process; ``job["busy"]``: beside a competing busy process, started first."""
     ctx = mp.get_context("spawn")
+    stop = ctx.Event()
+    competitor = ctx.Process(target=_busy, args=(stop,)) if job.get("busy") else None
+    if competitor:
+        competitor.start()
     queue = ctx.Queue()
     proc = ctx.Process(target=run_job, args=(job, queue))
     proc.start()
     result = queue.get()
     proc.join()
-    return result
+    if competitor:
+        stop.set()
+        competitor.join()
+    return {**result, "threads": job["threads"] or "default", "competing_process": bool(competitor)}
+
+
+def contention(common: dict, b: int, device: str) -> dict:
+    """The default run's rate beside a busy process against its fair share (one core's rate, quiet)."""
+    job = {**common, "kind": "batched", "b": b, "device": device, "min_steps": 3}
+    runs = [measure({**job, "threads": threads, "busy": busy}) for busy in (False, True) for threads in (1, 0)]
+    fair = runs[0]["env_steps_per_s"]  # 1 thread, quiet: what one of the two cores gives
+    default_busy = runs[3]["env_steps_per_s"]
+    return {"b": b, "runs": runs, "fair_share_env_steps_per_s": fair,
+            "default_busy_env_steps_per_s": default_busy,
+            "fair_share_over_default_busy": round(fair / default_busy, 2), "target_at_most": 1.5}
 
 
 def main() -> None:
@@ -159,6 +187,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads of the batched runs; 0 leaves torch's default")
     parser.add_argument("--device", default="cpu", help="torch device of the batched simulator (cuda runs float32)")
     parser.add_argument("--envpool-threads", type=int, default=2, help="EnvPool worker threads (0: skip EnvPool)")
+    parser.add_argument("--contention", action="store_true", help="also measure beside a competing busy process")
     parser.add_argument("--out", default=None, help="also write the JSON here (atomically)")
     args = parser.parse_args()
 
@@ -198,6 +227,8 @@ def main() -> None:
                              "ratio_to_envpool": {str(r["b"]): round(r["env_steps_per_s"] / p["env_steps_per_s"], 3)
                                                   for r, p in zip(batched, peer)},
                              "best_ratio_to_envpool": round(best["env_steps_per_s"] / best_peer["env_steps_per_s"], 3)}
+    if args.contention:
+        report["contention"] = contention(common, max(args.sizes), args.device)
     text = json.dumps(report, indent=2)
     if args.out:
         from drive_drail.atomic import write_text

@@ -112,6 +112,20 @@ def test_merge_label_from_on_ramp():
     assert set(pairs.loc[pairs.is_merge, "maneuver"]) == {"merge"}
 
 
+def test_observations_split_into_chunks_over_threads_equal_one_call(monkeypatch):
+    """The converter observes its egos in chunks on a thread pool; chunk edges and threads change nothing."""
+    from drive_drail.pairs import convert as convert_module
+
+    log, _ = sim_log()
+    whole = convert(log)
+    observe, calls = spec.observe_batch, []
+    monkeypatch.setattr(convert_module, "SCENE_CHUNK", 7)
+    monkeypatch.setattr(convert_module.spec, "observe_batch", lambda b: calls.append(len(b.ego)) or observe(b))
+    chunked = convert(log)
+    assert len(calls) > 10 and max(calls) == 7 and sum(calls) >= len(whole)
+    pd.testing.assert_frame_equal(chunked, whole)
+
+
 def test_parquet_output_metadata_and_plain_pandas(tmp_path):
     log, _ = sim_log()
     pairs = convert(log)

@@ -15,6 +15,8 @@ Vectorised throughout: no Python loop over rows.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -129,11 +131,12 @@ def _scene_groups(scene_id: np.ndarray, frame: np.ndarray, track_id: np.ndarray)
 
 
 def observations(
-    df: pd.DataFrame, kin: kinematics.Kinematics, scene_rows: np.ndarray, ego_rows: np.ndarray
+    df: pd.DataFrame, kin: kinematics.Kinematics, scene_rows: np.ndarray, ego_rows: np.ndarray, workers: int = 0
 ) -> np.ndarray:
     """Spec observations ``[len(ego_rows), OBS_DIM]`` of egos among the vehicles in ``scene_rows``.
 
     ``scene_rows`` are all rows at the frames of interest; each ego row must be among them.
+    ``workers``: threads over the chunks of :data:`SCENE_CHUNK` egos; 0 = one per core this process may use.
     """
     sid = df["scene_id"].to_numpy()[scene_rows]
     frm = df["frame"].to_numpy()[scene_rows]
@@ -172,7 +175,8 @@ def observations(
     lane_offset = df["lane_offset_m"].to_numpy()[ego_rows]
     lane_heading = df["lane_heading_rad"].to_numpy()[ego_rows]
     out = np.empty((len(ego_rows), spec.OBS_DIM), dtype=np.float32)
-    for lo in range(0, len(ego_rows), SCENE_CHUNK):
+
+    def observe_chunk(lo: int) -> None:
         sl = slice(lo, lo + SCENE_CHUNK)
         g = ego_group[sl]
         batch = spec.SceneBatch(
@@ -189,6 +193,17 @@ def observations(
             lane_heading_rad=lane_heading[sl],
         )
         out[sl] = spec.observe_batch(batch)
+
+    # numpy releases the GIL inside its gathers, sorts and ufuncs: chunks run side by side on the cores
+    # (a pool takes the next chunk as a thread frees, so a core held by another process costs only its share).
+    starts = range(0, len(ego_rows), SCENE_CHUNK)
+    threads = min(len(starts), workers if workers > 0 else len(os.sched_getaffinity(0)))
+    if threads <= 1:
+        for lo in starts:
+            observe_chunk(lo)
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(observe_chunk, starts))  # list(): re-raises a chunk's error here
     return out
 
 
