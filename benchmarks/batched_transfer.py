@@ -33,7 +33,7 @@ def main() -> None:
     from drive_drail.record import record_episodes
     from drive_drail.scenario import load_scenario
     from drive_drail.train.adversarial import train
-    from drive_drail.train.config import TrainConfig
+    from drive_drail.train.config import PPOConfig, TrainConfig
 
     work = Path(args.out or tempfile.mkdtemp(prefix="transfer-"))
     scenario = load_scenario(args.scenario)
@@ -41,7 +41,7 @@ def main() -> None:
     convert_file(str(log), str(work / "pairs.parquet"), "auto", ConvertConfig(action_hz=scenario.policy_frequency_hz))
     t0 = time.time()
     run = train(TrainConfig(scenario=args.scenario, algo="drail", demos=str(work / "pairs.parquet"), steps=args.steps,
-                            sim="batched", n_envs=args.n_envs, n_steps=32, batch_size=1024, out=str(work / "run")),
+                            sim="batched", n_envs=args.n_envs, ppo=PPOConfig(n_steps=32, batch_size=1024), out=str(work / "run")),
                 progress=False)
     train_s = time.time() - t0
     actor = DeterministicActor.load(run / "actor.pt")

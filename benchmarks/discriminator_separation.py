@@ -36,7 +36,7 @@ from drive_drail.scenario import load_scenario
 from drive_drail.train import sb3_bridge
 from drive_drail.train.adversarial import build_ppo, discriminator_settings
 from drive_drail.train.bc import behaviour_clone
-from drive_drail.train.config import TrainConfig
+from drive_drail.train.config import PPOConfig, TrainConfig
 from drive_drail.train.demos import load_demos
 from drive_drail.train.envs import make_vec_env
 from drive_drail.train.rollout import collect_rollout
@@ -58,19 +58,19 @@ def bc_rollouts(config: TrainConfig, n_pairs: int) -> tuple[np.ndarray, np.ndarr
     """The run's BC start rolled out by the trainer's collector -> ``(expert_obs, expert_act, agent_obs, agent_act, stats)``."""
     scenario = load_scenario(config.scenario)
     demos = load_demos(config.demos, scenario.task if config.task_filter else None, scenario.policy_frequency_hz,
-                       config.obs_std_floor, slot_shared=config.policy_encoder == "set", lane_min_std=config.lane_std_floor)
+                       config.obs_std_floor, slot_shared=config.policy.encoder == "set", lane_min_std=config.lane_std_floor)
     expert_obs = ((demos.obs - demos.obs_mean) / demos.obs_std).astype(np.float32)
     expert_act = demos.action_unit.astype(np.float32)
     env = make_vec_env(config.scenario, config.n_envs, demos.obs_mean, demos.obs_std, seed_offset=config.seed, sim=config.sim)
     try:
         model = build_ppo(config, env, config.seed)
-        behaviour_clone(model.policy, expert_obs, expert_act, config.bc_epochs, config.bc_lr, config.seed, progress=False)
-        per_iteration = config.n_steps * config.n_envs
+        behaviour_clone(model.policy, expert_obs, expert_act, config.bc.epochs, config.bc.lr, config.seed, progress=False)
+        per_iteration = config.ppo.n_steps * config.n_envs
         iterations = -(-n_pairs // per_iteration)
         sb3_bridge.start_learning(model, iterations * per_iteration, False)
         obs, act, episodes = [], [], []
         for i in range(iterations):
-            rollout = collect_rollout(model, env, config.n_steps, key=(config.seed, i))
+            rollout = collect_rollout(model, env, config.ppo.n_steps, key=(config.seed, i))
             buf = model.rollout_buffer
             obs.append(buf.observations.reshape(per_iteration, -1).astype(np.float32))
             act.append(np.clip(buf.actions.reshape(per_iteration, -1), -1.0, 1.0).astype(np.float32))
@@ -86,7 +86,7 @@ def separation(algo: str, replay: int, data: dict, config: TrainConfig, iteratio
     """Train one discriminator as the loop would for ``iterations`` rollouts; score held-out pairs."""
     disc = make_discriminator(algo, spec.OBS_DIM, spec.ACTION_DIM, discriminator_settings(config, algo, torch.device("cpu")), seed=seed)
     rng = np.random.default_rng(seed)
-    per_iteration = config.n_steps * config.n_envs
+    per_iteration = config.ppo.n_steps * config.n_envs
     agent_obs, agent_act = data["agent_obs"], data["agent_act"]
     start = time.perf_counter()
     for i in range(iterations):
@@ -119,7 +119,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the BC policy, the rollouts and the discriminators")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    config = TrainConfig(scenario=args.scenario, algo="drail", demos=args.demos, n_envs=1, n_steps=args.n_steps,
+    config = TrainConfig(scenario=args.scenario, algo="drail", demos=args.demos, n_envs=1, ppo=PPOConfig(n_steps=args.n_steps),
                          seed=args.seed, out="unused")
     if args.agent_steps < (args.iterations + 4) * args.n_steps:
         parser.error(f"--agent-steps must leave at least 4 rollouts held out: >= {(args.iterations + 4) * args.n_steps}")
@@ -134,8 +134,8 @@ def main() -> None:
     print(json.dumps({"benchmark": "discriminator_separation", "scenario": args.scenario, "demos": args.demos,
                       "expert_pairs": len(train), "held_out_expert_pairs": len(held), "agent_pairs": len(agent_obs),
                       "held_out_agent_pairs": len(agent_obs) - args.iterations * args.n_steps, "bc_rollouts": stats,
-                      "collect_s": round(collect_s, 1), "disc_epochs": config.disc_epochs, "disc_batch": config.disc_batch,
-                      "disc_lr": config.disc_lr, "machine": platform.processor() or platform.machine(), "rows": rows}, indent=1))
+                      "collect_s": round(collect_s, 1), "disc_epochs": config.disc.epochs, "disc_batch": config.disc.batch,
+                      "disc_lr": config.disc.lr, "machine": platform.processor() or platform.machine(), "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

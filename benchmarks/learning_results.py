@@ -42,7 +42,7 @@ import numpy as np
 
 from drive_drail.atomic import write_json, write_text
 from drive_drail.evaluate.aggregate import wilson
-from drive_drail.train.config import POLICY_ENCODERS, TrainConfig
+from drive_drail.train.config import POLICY_ENCODERS, DiscConfig, PolicyConfig, PPOConfig, RewardConfig, TrainConfig
 
 
 def rate(outcomes: np.ndarray) -> dict:
@@ -54,15 +54,13 @@ def rate(outcomes: np.ndarray) -> dict:
 def train_runs(configs: list, args) -> None:
     """Train ``configs`` as trials of a sweep on Ray (``drive_drail.train.sweep``: one CPU each, ``--jobs``
     at once on a local instance, or on the cluster at ``--ray``); writes each run's ``wall_time.json``."""
-    from dataclasses import asdict
-
     from drive_drail.train.sweep import run_trials
 
     by_folder: dict[Path, list] = {}
     for config in configs:
         by_folder.setdefault(Path(config.out).parent, []).append(config)
     for folder, group in by_folder.items():
-        trials = [(Path(c.out).name, {k: v for k, v in asdict(c).items() if k != "out"}) for c in group]
+        trials = [(Path(c.out).name, {k: v for k, v in c.settings().items() if k != "out"}) for c in group]
         rows = run_trials(trials, folder, address=args.ray, cpus=args.jobs, progress=False)
         failed = rows[rows["status"] == "failed"]
         if len(failed):
@@ -74,9 +72,12 @@ def train_runs(configs: list, args) -> None:
 def train_config(args, scenario: str, algo: str, seed: int, demos: Path, run_dir: Path):
     return TrainConfig(
         scenario=scenario, algo=algo, demos=str(demos), steps=args.steps, seed=seed, sim=args.sim, n_envs=args.n_envs,
-        n_steps=args.n_steps, batch_size=args.ppo_batch, ppo_epochs=args.ppo_epochs, learning_rate=args.ppo_lr,
-        disc_epochs=args.disc_epochs, disc_batch=args.disc_batch, reward_norm=args.reward_norm,
-        reward_samples=args.reward_samples, bc_coef=args.bc_coef, policy_encoder=args.policy_encoder, lane_std_floor=args.lane_std_floor, torch_threads=max(1, (os.cpu_count() or 1) // args.jobs), out=str(run_dir))
+        lane_std_floor=args.lane_std_floor, torch_threads=max(1, (os.cpu_count() or 1) // args.jobs), out=str(run_dir),
+        ppo=PPOConfig(n_steps=args.n_steps, batch_size=args.ppo_batch, epochs=args.ppo_epochs, learning_rate=args.ppo_lr,
+                      bc_coef=args.bc_coef),
+        policy=PolicyConfig(encoder=args.policy_encoder),
+        disc=DiscConfig(epochs=args.disc_epochs, batch=args.disc_batch, reward_samples=args.reward_samples),
+        reward=RewardConfig(norm=args.reward_norm))
 
 
 def run_scenario(args, name: str) -> dict:
@@ -177,7 +178,7 @@ def run_scenario(args, name: str) -> dict:
             }
         entry["curve"][str(n_demo)] = point
         # lambda_BC as the trainer resolved it (the flag, else the scenario file's), from a run's config.json
-        trained_bc_coef = json.loads((next(iter(runs.values())) / "config.json").read_text())["bc_coef"]
+        trained_bc_coef = TrainConfig.from_dict(json.loads((next(iter(runs.values())) / "config.json").read_text())).ppo.bc_coef
     entry["budget"] = {"env_steps_per_run": args.steps, "seeds": args.seeds, "sim": args.sim, "n_envs": args.n_envs,
                        "n_steps": args.n_steps, "ppo_batch": args.ppo_batch, "ppo_epochs": args.ppo_epochs,
                        "ppo_lr": args.ppo_lr, "disc_epochs": args.disc_epochs, "disc_batch": args.disc_batch,
@@ -275,12 +276,12 @@ def main() -> None:
     parser.add_argument("--ppo-lr", type=float, default=1e-4)
     parser.add_argument("--disc-epochs", type=int, default=1)
     parser.add_argument("--disc-batch", type=int, default=512)
-    parser.add_argument("--reward-norm", action=argparse.BooleanOptionalAction, default=TrainConfig().reward_norm,
+    parser.add_argument("--reward-norm", action=argparse.BooleanOptionalAction, default=RewardConfig.norm,
                         help="divide rewards by the running std of the discounted return (default: TrainConfig's)")
     parser.add_argument("--reward-samples", type=int, default=4)
-    parser.add_argument("--bc-coef", type=float, default=TrainConfig().bc_coef,
+    parser.add_argument("--bc-coef", type=float, default=PPOConfig.bc_coef,
                         help="lambda_BC of the PPO loss for every adversarial learner (default: each scenario file's)")
-    parser.add_argument("--policy-encoder", choices=list(POLICY_ENCODERS), default=TrainConfig.policy_encoder,
+    parser.add_argument("--policy-encoder", choices=list(POLICY_ENCODERS), default=PolicyConfig.encoder,
                         help="how actor and critic read the neighbour slots (train --policy-encoder)")
     parser.add_argument("--lane-std-floor", type=float, default=TrainConfig.lane_std_floor,
                         help="std floor of the ego's lane-keeping features (TrainConfig.lane_std_floor; default: the shared floor)")

@@ -54,10 +54,10 @@ def training_steps_per_s(scenario_name: str, demos: str, steps: int, n_envs: int
     import pandas as pd
 
     from drive_drail.train.adversarial import train
-    from drive_drail.train.config import TrainConfig
+    from drive_drail.train.config import BCConfig, PPOConfig, TrainConfig
 
     train(TrainConfig(scenario=scenario_name, algo="drail", demos=demos, steps=steps, n_envs=n_envs,
-                      n_steps=steps // (8 * n_envs), bc_epochs=1, out=str(out)), progress=False)
+                      ppo=PPOConfig(n_steps=steps // (8 * n_envs)), bc=BCConfig(epochs=1), out=str(out)), progress=False)
     metrics = pd.read_csv(out / "metrics.csv").dropna(subset=["charts/sps"])
     phases = {c.removeprefix("time/"): round(float(metrics[c].iloc[1:].median()), 3) for c in metrics if c.startswith("time/")}
     return float(metrics["charts/sps"].iloc[1:].median()), float(metrics["charts/episode_length"].mean()), phases
@@ -79,9 +79,9 @@ def main() -> None:
     demos = str(work / "pairs.parquet")
 
     from drive_drail.train.adversarial import train
-    from drive_drail.train.config import TrainConfig
+    from drive_drail.train.config import BCConfig, TrainConfig
 
-    bc = train(TrainConfig(scenario=args.scenario, algo="bc", demos=demos, bc_epochs=1, out=str(work / "bc")), progress=False)
+    bc = train(TrainConfig(scenario=args.scenario, algo="bc", demos=demos, bc=BCConfig(epochs=1), out=str(work / "bc")), progress=False)
     rounds = []
     for k in range(args.repeats):
         raw, raw_len = raw_steps_per_s(args.scenario, args.steps // 2, bc / "actor.pt")

@@ -39,7 +39,7 @@ def _train(job: dict, queue) -> None:
 
     import drive_drail.train.rollout as rollout
     from drive_drail.train.adversarial import train
-    from drive_drail.train.config import TrainConfig
+    from drive_drail.train.config import DiscConfig, PPOConfig, TrainConfig
 
     if not job["blas_limit"]:
         rollout.single_threaded_blas = contextlib.nullcontext
@@ -51,7 +51,7 @@ def _train(job: dict, queue) -> None:
     if job["threads"]:
         torch.set_num_threads(job["threads"])
     config = TrainConfig(scenario="lane_change", algo="drail", demos=job["demos"], sim="batched", steps=job["steps"],
-                         n_envs=128, n_steps=16, batch_size=512, ppo_epochs=5, disc_epochs=1, disc_batch=512,
+                         n_envs=128, ppo=PPOConfig(n_steps=16, batch_size=512, epochs=5), disc=DiscConfig(epochs=1, batch=512),
                          torch_threads=job["threads"], seed=0, out=job["out"])
     start = time.perf_counter()
     train(config, progress=False)

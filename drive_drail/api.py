@@ -4,7 +4,7 @@ Each is a thin front to the module that does the work, with the CLI's defaults; 
 (torch, highway-env) happen on the first call, not on ``import drive_drail``.
 
     pairs, meta = convert("expert_log.parquet", "pairs.parquet")
-    run = train(scenario="lane_change", demos="pairs.parquet", sim="batched", steps=500_000, n_envs=128, n_steps=16)
+    run = train(scenario="lane_change", demos="pairs.parquet", sim="batched", steps=500_000, n_envs=128, ppo={"n_steps": 16})
     policy = load_policy(run)                     # .act(obs [OBS_DIM] or [B, OBS_DIM]) -> unit actions
     table = evaluate([f"drail={run}", "expert"], "lane_change", episodes=20)
     manifest = export(run, "deploy/")
@@ -32,15 +32,16 @@ def train(resume: bool = False, progress: bool = True, **settings: Any) -> Path:
     """Train one run; returns its folder (``actor.pt``, ``metrics.csv``, ``config.json``, ``tb/``).
 
     ``settings``: :class:`drive_drail.train.config.TrainConfig` fields (``scenario``, ``algo``, ``demos``,
-    ``steps``, ``sim``, ``out``, ...). With ``resume`` only ``out`` (and optionally ``steps``) is read:
-    the run continues with its saved settings.
+    ``steps``, ``sim``, ``out``, ...) and sections as mappings (``ppo={"n_steps": 16}``); the flat names of
+    earlier versions (``n_steps=16``) read too. With ``resume`` only ``out`` (and optionally ``steps``) is
+    read: the run continues with its saved settings.
     """
     from drive_drail.train.adversarial import train as train_run
     from drive_drail.train.config import TrainConfig
 
     if resume:
         return train_run(TrainConfig(out=settings["out"]), resume=True, progress=progress, steps=settings.get("steps"))
-    return train_run(TrainConfig(**settings), progress=progress)
+    return train_run(TrainConfig.from_mapping(settings), progress=progress)
 
 
 def evaluate(policies: Sequence[str], scenarios: str | Sequence[str], episodes: int = 10, split: str | Sequence[str] = "eval",

@@ -12,7 +12,6 @@ import argparse
 import os
 import sys
 import typing
-from dataclasses import fields
 from pathlib import Path
 
 from drive_drail.errors import UserError
@@ -98,28 +97,29 @@ def _cmd_record(args: argparse.Namespace) -> None:
 
 
 def _train_settings(args: argparse.Namespace) -> dict[str, object]:
-    """The TrainConfig fields the command line sets: ``--config FILE`` first, then each flag given (flags win).
-    Each flag's dest is its field's name (:func:`_add_config_flags`)."""
-    from drive_drail.train.config import TrainConfig, config_from_file
+    """The settings (``{path: value}``, e.g. ``ppo.epochs``) the command line sets: ``--config FILE`` first, then
+    each flag given (flags win). Each flag's dest is its setting's path (:func:`_add_config_flags`)."""
+    from drive_drail.train.config import config_from_file, setting_fields
 
     settings = config_from_file(args.config) if getattr(args, "config", None) else {}
-    settings.update({f.name: tuple(v) if isinstance(v := getattr(args, f.name), list) else v
-                     for f in fields(TrainConfig) if hasattr(args, f.name)})
+    settings.update({path: tuple(v) if isinstance(v := getattr(args, path), list) else v
+                     for path in setting_fields() if hasattr(args, path)})
     return settings
 
 
 RESUME_MAY_CHANGE = ("steps", "out", "torch_threads", "checkpoint_interval_s", "device")
-"""TrainConfig fields a ``--resume`` may set anew; any other flag given must match the saved run."""
+"""Settings a ``--resume`` may set anew; any other flag given must match the saved run."""
 
 
 def _config_flag_names(args: argparse.Namespace, settings: dict[str, object]) -> dict[str, str]:
-    """TrainConfig field -> how an error names it: the ``--config`` file's key where only the file set it,
+    """Setting path -> how an error names it: the ``--config`` file's key where only the file set it,
     else its flag."""
-    from drive_drail.train.config import TrainConfig, flag_names
+    from drive_drail.train.config import flag_names, read_yaml, setting_fields, setting_paths
 
     from_file = getattr(args, "config", None)
-    return {f.name: f"{from_file}: key '{f.name}'" if from_file and f.name in settings and not hasattr(args, f.name)
-            else flag_names(f)[-1] for f in fields(TrainConfig)}
+    written = {path: key for path, (key, _) in setting_paths(read_yaml(from_file) or {}).items()} if from_file else {}
+    return {path: f"{from_file}: key '{written[path]}'" if path in written and not hasattr(args, path)
+            else flag_names(f)[-1] for path, f in setting_fields().items()}
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
@@ -140,10 +140,10 @@ def _cmd_train(args: argparse.Namespace) -> None:
         if saved is None:
             raise UserError(f"{out}: nothing to resume (no checkpoint found)")
         names = _config_flag_names(args, settings)
-        for field, value in settings.items():  # the new total of steps, the folder, the machine's share and device may change
-            if field not in RESUME_MAY_CHANGE and value != getattr(saved, field):
+        for path, value in settings.items():  # the new total of steps, the folder, the machine's share and device may change
+            if path not in RESUME_MAY_CHANGE and value != saved.get(path):
                 shown = " ".join(map(str, value)) if isinstance(value, tuple) else value
-                raise UserError(f"{names[field]} {shown} contradicts the run in {out} ({getattr(saved, field)}); "
+                raise UserError(f"{names[path]} {shown} contradicts the run in {out} ({saved.get(path)}); "
                                 "a resume keeps the run's settings")
         config = saved
     else:
@@ -151,7 +151,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
             raise UserError("--scenario is required (a resumed run takes it from its folder)")
         settings.setdefault("out", f"runs/{settings['scenario']}-{settings.get('algo', 'drail')}-s{settings.get('seed', 0)}")
         try:
-            config = TrainConfig(**settings)
+            config = TrainConfig.from_settings(settings)
             config.validate()
         except ConfigError as exc:
             raise exc.under(_config_flag_names(args, settings).get(exc.field.split("[")[0], exc.field)) from None
@@ -321,9 +321,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a policy by DRAIL or a baseline (GAIL, DiffAIL, DRAIL-UN, BC)",
                        description="Adversarial imitation (PPO + discriminator) or behaviour cloning on expert pairs. "
                                    "Settings: TrainConfig's defaults, then --config FILE, then the flags given; "
-                                   "every TrainConfig field has a flag.",
+                                   "every setting has a flag.",
                        argument_default=argparse.SUPPRESS)
-    p.add_argument("--config", help="YAML or JSON file of TrainConfig fields (e.g. a run's config.json)")
+    p.add_argument("--config", help="YAML or JSON file of training settings, sections as mappings (ppo: {epochs: 5}) "
+                                    "or paths as keys (ppo.epochs: 5), e.g. a run's config.json")
     _add_config_flags(p)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -424,17 +425,26 @@ class _Once(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig field, made from the field (drive_drail/train/config.py's ``flag``): its
-    names, help line and type; a ``Literal`` gives the choices, a bool ``--x/--no-x``, a tuple a list.
-    The dest is the field's name, and a flag not given sets nothing (``--config`` or the default stands)."""
-    from drive_drail.train.config import TrainConfig, field_types, flag_names
+SECTION_TITLES = {"": "run", "ppo": "PPO", "policy": "policy networks", "disc": "discriminator",
+                  "reward": "reward relabelling", "bc": "behaviour cloning"}
+"""``train --help`` lists the flags in one group per TrainConfig section."""
 
-    for f in fields(TrainConfig):
-        meta, hint = f.metadata, field_types()[f.name]
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per training setting, made from its field (drive_drail/train/config.py's ``flag``): its
+    names, help line and type; a ``Literal`` gives the choices, a bool ``--x/--no-x``, a tuple a list.
+    The dest is the setting's path (``ppo.epochs``), and a flag not given sets nothing (``--config`` or
+    the default stands)."""
+    from drive_drail.train.config import field_types, flag_names, setting_fields
+
+    groups = {name: parser.add_argument_group(f"{title} settings" + (f" (TrainConfig.{name})" if name else ""))
+              for name, title in SECTION_TITLES.items()}
+    for path, f in setting_fields().items():
+        meta, hint = f.metadata, field_types()[path]
+        group = groups[path.rpartition(".")[0]]
         names = flag_names(f)
         default = " ".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
-        kwargs: dict[str, object] = {"dest": f.name, "help": meta["help"].format(default=default)}
+        kwargs: dict[str, object] = {"dest": path, "help": meta["help"].format(default=default)}
         if meta["once"]:
             kwargs["action"] = _Once
         if typing.get_origin(hint) is typing.Literal:
@@ -447,9 +457,9 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         else:  # int, float, str, float | None
             kwargs.update(type=next(t for t in (int, float, str) if hint is t or t in typing.get_args(hint)),
                           metavar=names[-1].lstrip("-").upper().replace("-", "_"))
-        parser.add_argument(*names, **kwargs)
+        group.add_argument(*names, **kwargs)
         if meta["negative"]:
-            parser.add_argument(meta["negative"], dest=f.name, action="store_false", help=f"the same as --no-{names[-1][2:]}")
+            group.add_argument(meta["negative"], dest=path, action="store_false", help=f"the same as --no-{names[-1][2:]}")
 
 
 def main(argv: list[str] | None = None) -> int:

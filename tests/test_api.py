@@ -12,8 +12,9 @@ def test_the_pipeline_runs_from_python(tmp_path):
     log = record_episodes("stop", n_episodes=1, seed=0, out_path=tmp_path / "log.parquet", progress=False)
     pairs, meta = convert(log, tmp_path / "pairs.parquet", action_hz=5.0)
     assert len(pairs) > 10 and meta["format"] == "simlog"
-    run = train(scenario="stop", demos=str(tmp_path / "pairs.parquet"), sim="batched", steps=64, n_envs=4, n_steps=16,
-                batch_size=32, ppo_epochs=1, bc_epochs=1, policy_hidden=(16, 16), disc_hidden=32, torch_threads=1,
+    run = train(scenario="stop", demos=str(tmp_path / "pairs.parquet"), sim="batched", steps=64, n_envs=4,
+                ppo={"n_steps": 16, "batch_size": 32, "epochs": 1}, bc={"epochs": 1}, policy={"hidden": (16, 16)},
+                disc={"hidden": 32}, torch_threads=1,
                 out=str(tmp_path / "run"), progress=False)
     action = load_policy(run).act(np.zeros(spec.OBS_DIM, np.float32))
     assert action.shape == (spec.ACTION_DIM,) and np.all(np.abs(action) <= 1)

@@ -110,8 +110,8 @@ def test_set_actor_file_round_trip_and_old_files_load_as_flat(set_actor, obs, tm
 
 
 def test_saved_run_configs_without_an_encoder_are_flat():
-    assert TrainConfig().policy_encoder == "set"
-    assert TrainConfig.from_dict({"scenario": "stop"}).policy_encoder == "flat"
+    assert TrainConfig().policy.encoder == "set"
+    assert TrainConfig.from_dict({"scenario": "stop"}).policy.encoder == "flat"
 
 
 @pytest.mark.parametrize("precision,atol", [("fp32", 1e-5), ("fp16", 5e-3)])

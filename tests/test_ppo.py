@@ -8,7 +8,7 @@ import torch
 
 from drive_drail import spec
 from drive_drail.train.bc import policy_mean
-from drive_drail.train.config import TrainConfig
+from drive_drail.train.config import PolicyConfig, PPOConfig, TrainConfig
 from drive_drail.train.ppo import PPOSettings, ppo_update
 
 from rollout_factories import collected_model
@@ -17,8 +17,8 @@ from rollout_factories import collected_model
 @pytest.fixture(scope="module")
 def filled():
     """An SB3 PPO whose rollout buffer holds 64 real stop transitions (batched simulator) with returns computed."""
-    config = TrainConfig(scenario="stop", n_envs=4, n_steps=16, batch_size=16, ppo_epochs=3, policy_hidden=(32, 32),
-                         init_action_std=(0.3, 0.3), max_grad_norm=0.5)
+    config = TrainConfig(scenario="stop", n_envs=4, ppo=PPOConfig(n_steps=16, batch_size=16, epochs=3, max_grad_norm=0.5),
+                         policy=PolicyConfig(hidden=(32, 32), init_action_std=(0.3, 0.3)))
     model = collected_model(config, obs_std=5.0, sim="batched")
     buf = model.rollout_buffer
     buf.rewards[:] = np.random.default_rng(0).normal(size=buf.rewards.shape).astype(np.float32) * 3.0
@@ -45,8 +45,8 @@ def _params(model):
 
 
 def _settings(config, **kw):
-    return PPOSettings(config.ppo_epochs, config.batch_size, config.clip_range, config.ent_coef, config.vf_coef,
-                       config.max_grad_norm, **kw)
+    return PPOSettings(config.ppo.epochs, config.ppo.batch_size, config.ppo.clip_range, config.ppo.ent_coef, config.ppo.vf_coef,
+                       config.ppo.max_grad_norm, **kw)
 
 
 def test_the_update_is_sb3s_ppo_train_step_for_step(filled):
@@ -67,7 +67,7 @@ def test_the_update_is_sb3s_ppo_train_step_for_step(filled):
     assert log["losses/clip_fraction"] == pytest.approx(sb3["train/clip_fraction"], rel=1e-6, abs=1e-9)
     assert log["losses/value_loss"] == pytest.approx(sb3["train/value_loss"], rel=1e-5)
     assert log["losses/entropy"] == pytest.approx(-sb3["train/entropy_loss"], rel=1e-5)
-    assert log["charts/learning_rate"] == pytest.approx(config.learning_rate * 0.5)
+    assert log["charts/learning_rate"] == pytest.approx(config.ppo.learning_rate * 0.5)
 
 
 def test_the_bc_term_pulls_the_mean_to_the_expert_actions(filled):
@@ -84,7 +84,7 @@ def test_the_bc_term_pulls_the_mean_to_the_expert_actions(filled):
     for coef in (0.0, 10.0):
         trained = _restored(model, snapshot)
         np.random.seed(7)
-        settings = PPOSettings(10, 16, config.clip_range, config.ent_coef, config.vf_coef, config.max_grad_norm, bc_coef=coef)
+        settings = PPOSettings(10, 16, config.ppo.clip_range, config.ppo.ent_coef, config.ppo.vf_coef, config.ppo.max_grad_norm, bc_coef=coef)
         log = ppo_update(trained.policy, trained.rollout_buffer, settings, lr=1e-2,
                          expert=(expert_obs, expert_act), rng=np.random.default_rng(0))
         results[coef] = (mse(trained.policy), log)

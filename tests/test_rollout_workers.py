@@ -7,7 +7,7 @@ import torch
 from drive_drail import spec
 from drive_drail.errors import UserError
 from drive_drail.train.adversarial import build_ppo
-from drive_drail.train.config import TrainConfig
+from drive_drail.train.config import PolicyConfig, PPOConfig, TrainConfig
 from drive_drail.train.envs import env_factory
 from drive_drail.train.rollout import ActorSnapshot, Segment, SegmentRunner
 from drive_drail.train.workers import RolloutWorkers
@@ -24,7 +24,8 @@ def actor():
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     env = DummyVecEnv(stop_factories(1))
-    model = build_ppo(TrainConfig(scenario="stop", n_envs=1, n_steps=16, batch_size=16, init_action_std=(0.3, 0.05)), env, seed=0)
+    model = build_ppo(TrainConfig(scenario="stop", n_envs=1, ppo=PPOConfig(n_steps=16, batch_size=16),
+                                 policy=PolicyConfig(init_action_std=(0.3, 0.05))), env, seed=0)
     env.close()
     return model.policy
 

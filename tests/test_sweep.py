@@ -28,8 +28,8 @@ def demos(tmp_path_factory) -> str:
 
 def sweep_file(tmp_path, demos, **grid) -> str:
     spec = {"out": str(tmp_path / "sweep"),
-            "base": {"scenario": "stop", "demos": demos, "sim": "batched", "steps": 256, "n_envs": 16, "n_steps": 8,
-                     "batch_size": 64, "ppo_epochs": 1, "bc_epochs": 1, "disc_epochs": 1, "disc_batch": 64},
+            "base": {"scenario": "stop", "demos": demos, "sim": "batched", "steps": 256, "n_envs": 16,
+                     "ppo": {"n_steps": 8, "batch_size": 64, "epochs": 1}, "bc": {"epochs": 1}, "disc": {"epochs": 1, "batch": 64}},
             "grid": grid or {"algo": ["drail", "gail"], "seed": [0]}}
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -46,8 +46,10 @@ def test_trials_are_the_grid_named_after_what_they_vary_and_bad_values_are_refus
         read_sweep(sweep_file(tmp_path, "p", seed=["zero"]))
     with pytest.raises(UserError, match=r"unknown key grid.'sed'"):
         read_sweep(sweep_file(tmp_path, "p", sed=[0]))
-    with pytest.raises(UserError, match=r"sweep.yaml: trial 'gamma-1.5': gamma must lie in \[0, 1\), got 1.5"):
-        read_sweep(sweep_file(tmp_path, "p", gamma=[0.9, 1.5]))  # every trial checked before any runs
+    with pytest.raises(UserError, match=r"sweep.yaml: trial 'ppo.gamma-1.5': ppo.gamma must lie in \[0, 1\), got 1.5"):
+        read_sweep(sweep_file(tmp_path, "p", **{"ppo.gamma": [0.9, 1.5]}))  # every trial checked before any runs
+    _, flat = read_sweep(sweep_file(tmp_path, "p", gamma=[0.9, 0.95]))  # a flat name of earlier versions reads as its path
+    assert [name for name, _ in flat] == ["ppo.gamma-0.9", "ppo.gamma-0.95"] and flat[0][1]["ppo.epochs"] == 1
 
 
 def test_a_sweep_trains_on_ray_gathers_one_table_and_a_rerun_resumes_and_reuses(tmp_path, demos):

@@ -18,7 +18,7 @@ from drive_drail.pairs.convert import ConvertConfig, convert_file
 from drive_drail.record import record_episodes
 from drive_drail.train import checkpoint
 from drive_drail.train.adversarial import TrainingDiverged, _check_finite, build_ppo, train
-from drive_drail.train.config import TrainConfig
+from drive_drail.train.config import PolicyConfig, PPOConfig, TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +30,10 @@ def stop_demos(tmp_path_factory):
 
 
 def small(demos, out, **kw):
+    """A small run; ``kw`` in the flat setting names (``n_steps``, ``gamma``), which still read."""
     base = dict(scenario="stop", algo="drail", demos=demos, steps=128, n_envs=1, n_steps=32, batch_size=32,
                 ppo_epochs=2, bc_epochs=2, disc_hidden=64, policy_hidden=(32, 32), torch_threads=1, out=str(out))
-    return TrainConfig(**{**base, **kw})
+    return TrainConfig.from_mapping({**base, **kw})
 
 
 def test_training_run_writes_checkpoint_metrics_and_an_actor_that_acts(stop_demos, tmp_path):
@@ -81,18 +82,27 @@ def test_the_bc_term_comes_from_the_scenario_unless_set(stop_demos, tmp_path):
     runs = {"scenario": small(stop_demos, tmp_path / "a", steps=32), "set": small(stop_demos, tmp_path / "b", steps=32, bc_coef=0.0)}
     for name, config in runs.items():
         train(config, progress=False)
-    saved = {name: json.loads((tmp_path / d / "config.json").read_text())["bc_coef"] for name, d in (("scenario", "a"), ("set", "b"))}
+    saved = {name: json.loads((tmp_path / d / "config.json").read_text())["ppo"]["bc_coef"] for name, d in (("scenario", "a"), ("set", "b"))}
     assert saved == {"scenario": measured, "set": 0.0}  # config.json holds the value used, resolved
     assert "losses/bc_loss" in pd.read_csv(tmp_path / "a" / "metrics.csv").columns
     assert "losses/bc_loss" not in pd.read_csv(tmp_path / "b" / "metrics.csv").columns
 
 
 def test_saved_config_round_trips_and_an_old_run_keeps_its_input_label(tmp_path):
+    from drive_drail.train.config import FLAT_NAMES
+
     config = TrainConfig(scenario="stop", algo="drail", demos="pairs.parquet", out=str(tmp_path))
-    assert TrainConfig.from_dict(config.to_dict()) == config and config.label_injection == "film"
-    old = {k: v for k, v in config.to_dict().items() if k != "label_injection"}  # saved before FiLM existed
-    assert TrainConfig.from_dict(old).label_injection == "input"
-    assert TrainConfig.from_dict({k: v for k, v in old.items() if k != "bc_coef"}).bc_coef == 0.0  # trained before the BC term
+    saved = config.to_dict()
+    assert TrainConfig.from_dict(saved) == config and config.disc.label_injection == "film"
+    assert saved["ppo"]["epochs"] == config.ppo.epochs and "ppo_epochs" not in saved  # config.json is nested by section
+    flat_name = {path: name for name, path in FLAT_NAMES.items()}
+    flat = {flat_name.get(path, path): value for path, value in config.settings().items()}  # a config.json of before the sections
+    assert TrainConfig.from_dict(flat) == config
+    old = {k: v for k, v in flat.items() if k != "label_injection"}  # saved before FiLM existed
+    assert TrainConfig.from_dict(old).disc.label_injection == "input"
+    assert TrainConfig.from_dict({k: v for k, v in old.items() if k != "bc_coef"}).ppo.bc_coef == 0.0  # trained before the BC term
+    with pytest.raises(ArgumentError, match="'ppo.epochs' given twice"):
+        TrainConfig.from_dict({**saved, "ppo_epochs": 3})
 
 
 @pytest.mark.slow
@@ -195,7 +205,8 @@ def test_rollout_values_and_log_probs_match_the_policy(tmp_path):
 
     from rollout_factories import collected_model
 
-    model = collected_model(TrainConfig(scenario="stop", n_envs=1, n_steps=16, batch_size=16, init_action_std=(0.5, 0.5)))
+    model = collected_model(TrainConfig(scenario="stop", n_envs=1, ppo=PPOConfig(n_steps=16, batch_size=16),
+                                          policy=PolicyConfig(init_action_std=(0.5, 0.5))))
     buf = model.rollout_buffer
     assert buf.full and model.num_timesteps == 16
     obs = obs_as_tensor(buf.observations[:, 0], "cpu")
@@ -324,7 +335,7 @@ def test_a_runs_config_json_given_to_config_trains_the_same_run(stop_demos, tmp_
                            "-o", str(tmp_path / "b"), "--quiet"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     again = checkpoint.load_config(tmp_path / "b")
-    assert again.gamma == 0.95 and again.policy_hidden == (16, 16) and again.out == str(tmp_path / "b")
+    assert again.ppo.gamma == 0.95 and again.policy.hidden == (16, 16) and again.out == str(tmp_path / "b")
     sa = DeterministicActor.load(first / "actor.pt").state_dict()
     sb = DeterministicActor.load(tmp_path / "b" / "actor.pt").state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
@@ -336,8 +347,23 @@ def test_config_file_values_yield_to_flags_given(tmp_path):
     (tmp_path / "c.yaml").write_text("scenario: merge\nsteps: 5000\nent_coef: 0.01\ninit_action_std: [0.2, 0.05]\n")
     args = build_parser().parse_args(["train", "--config", str(tmp_path / "c.yaml"), "--steps", "64", "--no-bc-warm-start"])
     settings = _train_settings(args)
-    assert settings == {"scenario": "merge", "steps": 64, "ent_coef": 0.01, "init_action_std": (0.2, 0.05), "bc_warm_start": False}
-    assert TrainConfig(**settings).n_envs == TrainConfig().n_envs  # flags not given keep the config default
+    assert settings == {"scenario": "merge", "steps": 64, "ppo.ent_coef": 0.01, "policy.init_action_std": (0.2, 0.05),
+                        "bc.warm_start": False}
+    assert TrainConfig.from_settings(settings).n_envs == TrainConfig().n_envs  # flags not given keep the config default
+
+
+def test_a_config_file_names_settings_by_section_by_path_or_by_the_flat_names():
+    from drive_drail.errors import UserError
+    from drive_drail.train.config import checked_settings
+
+    forms = [{"ppo": {"epochs": 3}, "disc": {"lr": 1e-3}}, {"ppo.epochs": 3, "disc.lr": 1e-3}, {"ppo_epochs": 3, "disc_lr": 1e-3}]
+    assert all(checked_settings(form, "c.yaml") == {"ppo.epochs": 3, "disc.lr": 1e-3} for form in forms)
+    with pytest.raises(UserError, match=r"c.yaml: unknown key 'ppo.epoch' \(training settings: .*ppo.epochs"):
+        checked_settings({"ppo": {"epoch": 3}}, "c.yaml")
+    with pytest.raises(UserError, match=r"c.yaml: key 'ppo.epochs' must be an integer, got 2.5"):
+        checked_settings({"ppo": {"epochs": 2.5}}, "c.yaml")
+    with pytest.raises(UserError, match=r"c.yaml: key 'ppo_epochs' sets the same setting as 'ppo.epochs'"):
+        checked_settings({"ppo": {"epochs": 3}, "ppo_epochs": 4}, "c.yaml")
 
 
 @pytest.mark.parametrize("content, says", [
@@ -397,12 +423,15 @@ def test_every_config_field_has_a_train_flag_that_sets_it():
 
     args = build_parser().parse_args(["train", "--gamma", "0.9", "--policy-hidden", "32", "16", "--init-action-std", "0.2", "0.05",
                                       "--unshared", "--no-reward-norm", "--ppo-lr", "3e-5", "--algo", "gail", "--bc-coef", "0.5"])
-    assert _train_settings(args) == {"gamma": 0.9, "policy_hidden": (32, 16), "init_action_std": (0.2, 0.05), "fused": False,
-                                     "reward_norm": False, "learning_rate": 3e-5, "algo": "gail", "bc_coef": 0.5}
+    assert _train_settings(args) == {"ppo.gamma": 0.9, "policy.hidden": (32, 16), "policy.init_action_std": (0.2, 0.05),
+                                     "disc.fused": False, "reward.norm": False, "ppo.learning_rate": 3e-5, "algo": "gail",
+                                     "ppo.bc_coef": 0.5}
     help_text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
-    from drive_drail.train.config import flag_names
+    from drive_drail.train.config import flag_names, setting_fields
 
-    flags = {f.name: flag_names(f)[-1] for f in fields(TrainConfig)}
+    flags = {path: flag_names(f)[-1] for path, f in setting_fields().items()}
+    assert len(flags) == len([f for f in fields(TrainConfig) if f.name not in ("ppo", "policy", "disc", "reward", "bc")]) + sum(
+        len(fields(getattr(TrainConfig(), s))) for s in ("ppo", "policy", "disc", "reward", "bc"))
     assert [name for name, flag in flags.items() if flag not in help_text] == []
 
 

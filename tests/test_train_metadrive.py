@@ -11,7 +11,7 @@ from drive_drail.record import record_episodes
 from drive_drail.scenario import load_scenario
 from drive_drail.train import checkpoint
 from drive_drail.train.adversarial import train
-from drive_drail.train.config import TrainConfig
+from drive_drail.train.config import BCConfig, DiscConfig, PolicyConfig, PPOConfig, TrainConfig
 
 
 @pytest.mark.slow
@@ -20,8 +20,8 @@ def test_drail_in_metadrive_completes_and_resumes(tmp_path):
     log = record_episodes(scenario, n_episodes=1, seed=0, out_path=tmp_path / "log.parquet", progress=False)
     convert_file(str(log), str(tmp_path / "pairs.parquet"), "auto", ConvertConfig(action_hz=scenario.policy_frequency_hz))
     config = TrainConfig(scenario="metadrive_stop", algo="drail", demos=str(tmp_path / "pairs.parquet"), steps=64,
-                         n_envs=2, n_steps=16, batch_size=16, ppo_epochs=2, bc_epochs=2, disc_hidden=64,
-                         policy_hidden=(32, 32), torch_threads=1, out=str(tmp_path / "run"))
+                         n_envs=2, ppo=PPOConfig(n_steps=16, batch_size=16, epochs=2), bc=BCConfig(epochs=2),
+                         disc=DiscConfig(hidden=64), policy=PolicyConfig(hidden=(32, 32)), torch_threads=1, out=str(tmp_path / "run"))
     run = train(config, progress=False)
     assert checkpoint.latest(run).name == "it-000002"
     run = train(config, resume=True, steps=128, progress=False)

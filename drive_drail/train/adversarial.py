@@ -101,27 +101,27 @@ class NeighbourSetExtractor(BaseFeaturesExtractor):
 
 
 def build_ppo(config: TrainConfig, env, seed: int) -> PPO:
-    """SB3's PPO with separate actor and critic networks, each behind its own encoder (``config.policy_encoder``)."""
-    lr = config.learning_rate
+    """SB3's PPO with separate actor and critic networks, each behind its own encoder (``config.policy.encoder``)."""
+    lr = config.ppo.learning_rate
     encoder = {}
-    if config.policy_encoder == "set":
+    if config.policy.encoder == "set":
         encoder = {"features_extractor_class": NeighbourSetExtractor, "share_features_extractor": False,
-                   "features_extractor_kwargs": {"hidden_sizes": tuple(config.set_hidden)}}
+                   "features_extractor_kwargs": {"hidden_sizes": tuple(config.policy.set_hidden)}}
     model = PPO(
         "MlpPolicy",
         env,
         learning_rate=lambda progress_remaining: lr * progress_remaining,  # linear decay
-        n_steps=config.n_steps,
-        batch_size=config.batch_size,
-        n_epochs=config.ppo_epochs,
-        gamma=config.gamma,
-        gae_lambda=config.gae_lambda,
-        clip_range=config.clip_range,
-        ent_coef=config.ent_coef,
-        vf_coef=config.vf_coef,
-        max_grad_norm=config.max_grad_norm,
+        n_steps=config.ppo.n_steps,
+        batch_size=config.ppo.batch_size,
+        n_epochs=config.ppo.epochs,
+        gamma=config.ppo.gamma,
+        gae_lambda=config.ppo.gae_lambda,
+        clip_range=config.ppo.clip_range,
+        ent_coef=config.ppo.ent_coef,
+        vf_coef=config.ppo.vf_coef,
+        max_grad_norm=config.ppo.max_grad_norm,
         policy_kwargs={
-            "net_arch": {"pi": list(config.policy_hidden), "vf": list(config.policy_hidden)},
+            "net_arch": {"pi": list(config.policy.hidden), "vf": list(config.policy.hidden)},
             "activation_fn": torch.nn.Tanh,
             **encoder,
         },
@@ -132,19 +132,19 @@ def build_ppo(config: TrainConfig, env, seed: int) -> PPO:
     # Per-dimension exploration noise: steering needs far less than acceleration
     # (0.02 of the unit range is ~0.016 rad; 0.37, SB3's default start, drives off-road).
     with torch.no_grad():
-        model.policy.log_std.copy_(torch.log(torch.as_tensor(config.init_action_std, dtype=torch.float32)))
+        model.policy.log_std.copy_(torch.log(torch.as_tensor(config.policy.init_action_std, dtype=torch.float32)))
     return model
 
 
 def discriminator_settings(config: TrainConfig, algo: str, device: torch.device) -> dict:
     """The discriminator config of ``algo`` (``make_discriminator``'s ``config``) from the run's settings."""
-    common = {"lr": config.disc_lr, "epochs": config.disc_epochs, "batch_size": config.disc_batch, "device": str(device)}
+    common = {"lr": config.disc.lr, "epochs": config.disc.epochs, "batch_size": config.disc.batch, "device": str(device)}
     if algo == "gail":
-        return {**common, "hidden_sizes": (config.disc_hidden, config.disc_hidden)}
+        return {**common, "hidden_sizes": (config.disc.hidden, config.disc.hidden)}
     if algo == "diffail":
-        return {**common, "hidden_dim": config.disc_hidden, "reward_samples": config.reward_samples}
-    return {**common, "hidden_dim": config.disc_hidden, "scoring": "fused" if config.fused else "unshared",
-            "label_injection": config.label_injection, "reward_samples": config.reward_samples}
+        return {**common, "hidden_dim": config.disc.hidden, "reward_samples": config.disc.reward_samples}
+    return {**common, "hidden_dim": config.disc.hidden, "scoring": "fused" if config.disc.fused else "unshared",
+            "label_injection": config.disc.label_injection, "reward_samples": config.disc.reward_samples}
 
 
 def train(config: TrainConfig, resume: bool = False, progress: bool = True, steps: int | None = None) -> Path:
@@ -164,10 +164,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, step
         raise UserError(f"{run_dir}: a run exists there; pass --resume to continue it or choose another --out")
     config.validate()
     scenario = load_scenario(config.scenario)
-    if config.bc_coef is None:  # the value measured for this scenario (saved resolved in config.json)
-        config.bc_coef = scenario.training.bc_coef if scenario.training.bc_coef is not None else 0.0
+    if config.ppo.bc_coef is None:  # the value measured for this scenario (saved resolved in config.json)
+        config.ppo.bc_coef = scenario.training.bc_coef if scenario.training.bc_coef is not None else 0.0
     demos = load_demos(config.demos, scenario.task if config.task_filter else None, scenario.policy_frequency_hz,
-                       config.obs_std_floor, scenario_task=scenario.task, slot_shared=config.policy_encoder == "set",
+                       config.obs_std_floor, scenario_task=scenario.task, slot_shared=config.policy.encoder == "set",
                        lane_min_std=config.lane_std_floor)
     set_random_seed(config.seed)
 
@@ -191,12 +191,12 @@ def _train_loop(config, run_dir, env, demos: Demos, expert_obs, expert_act, resu
     model = build_ppo(config, env, config.seed)
     disc = None
     if config.algo != "bc":
-        disc_obs_dim = spec.OBS_DIM + (1 if config.absorbing else 0)
+        disc_obs_dim = spec.OBS_DIM + (1 if config.reward.absorbing else 0)
         disc = make_discriminator(config.algo, disc_obs_dim, spec.ACTION_DIM, discriminator_settings(config, config.algo, model.device),
                                   seed=config.seed)
     tracker = WandbTracker(run_dir, config.to_dict(), resume) if config.tracker == "wandb" else None
     metrics = MetricsLog(run_dir / "metrics.csv", fresh=not resume, tensorboard_dir=run_dir / "tb", tracker=tracker)
-    iterations = max(1, config.steps // (config.n_steps * config.n_envs))
+    iterations = max(1, config.steps // (config.ppo.n_steps * config.n_envs))
     start = 0
 
     if resume:
@@ -204,15 +204,15 @@ def _train_loop(config, run_dir, env, demos: Demos, expert_obs, expert_act, resu
         start = state.iteration
         metrics.truncate_after(state.global_step)
     else:
-        if config.algo == "bc" or config.bc_warm_start:
-            bc, history = behaviour_clone(model.policy, expert_obs, expert_act, config.bc_epochs, config.bc_lr, config.seed,
+        if config.algo == "bc" or config.bc.warm_start:
+            bc, history = behaviour_clone(model.policy, expert_obs, expert_act, config.bc.epochs, config.bc.lr, config.seed,
                                           progress=progress)
             metrics.write(0, {f"bc/{k}": v for k, v in bc.items()})
             write_csv(run_dir / "bc.csv", history)  # per-epoch losses: is BC still improving, is it overfitting?
         if config.algo == "bc":
             iterations = 0
 
-    total_timesteps = iterations * config.n_steps * config.n_envs
+    total_timesteps = iterations * config.ppo.n_steps * config.n_envs
     sb3_bridge.start_learning(model, total_timesteps, resume)
     if resume:
         model.num_timesteps = state.global_step
@@ -220,19 +220,20 @@ def _train_loop(config, run_dir, env, demos: Demos, expert_obs, expert_act, resu
     bar = tqdm(total=total_timesteps, initial=model.num_timesteps, unit="step", disable=None if progress else True, desc=config.algo)
     buf = model.rollout_buffer
     # Discriminator inputs carry an absorbing-state flag column (0 = a real state).
-    disc_expert_obs = relabel.with_flag(expert_obs, 0.0) if config.absorbing else expert_obs
+    disc_expert_obs = relabel.with_flag(expert_obs, 0.0) if config.reward.absorbing else expert_obs
 
     def value_fn(obs: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             return model.policy.predict_values(obs_as_tensor(obs, model.device)).cpu().numpy()[:, 0]
 
-    ppo_settings = PPOSettings(config.ppo_epochs, config.batch_size, config.clip_range, config.ent_coef, config.vf_coef,
-                               config.max_grad_norm, config.bc_coef, config.separate_grad_clip)
+    p = config.ppo
+    ppo_settings = PPOSettings(p.epochs, p.batch_size, p.clip_range, p.ent_coef, p.vf_coef, p.max_grad_norm, p.bc_coef,
+                               p.separate_grad_clip)
     last_checkpoint = time.monotonic()
     for iteration in range(start, iterations):
         t0 = time.perf_counter()
         # 1. Collect agent transitions with the current policy.
-        rollout = collect_rollout(model, env, config.n_steps, key=(config.seed, iteration))
+        rollout = collect_rollout(model, env, config.ppo.n_steps, key=(config.seed, iteration))
         t_rollout = time.perf_counter()
         n_steps, n_envs = buf.buffer_size, buf.n_envs
         agent_obs = buf.observations.reshape(n_steps * n_envs, -1).astype(np.float32)
@@ -241,25 +242,25 @@ def _train_loop(config, run_dir, env, demos: Demos, expert_obs, expert_act, resu
 
         # 2. Update phi with the gradient of L_D: expert batch vs agent batch (Eq. 3), with one
         #    absorbing pair per failure on the agent side (relabel.py).
-        disc_agent_obs = relabel.with_flag(agent_obs, 0.0) if config.absorbing else agent_obs
-        n_abs = len(rollout.terminated) if config.absorbing else 0
-        row.update(disc.update(disc_expert_obs, expert_act, *relabel.discriminator_batch(disc_agent_obs, agent_act, n_abs, config.gamma)))
+        disc_agent_obs = relabel.with_flag(agent_obs, 0.0) if config.reward.absorbing else agent_obs
+        n_abs = len(rollout.terminated) if config.reward.absorbing else 0
+        row.update(disc.update(disc_expert_obs, expert_act, *relabel.discriminator_batch(disc_agent_obs, agent_act, n_abs, config.ppo.gamma)))
 
         # 3. Relabel the collected transitions with r_phi = log D - log(1 - D) (Eq. 4); price the
         #    failures, normalise, bootstrap the time limits.
         reward = disc.reward(disc_agent_obs, agent_act).reshape(n_steps, n_envs).astype(np.float32)
         row["charts/reward_mean"], row["charts/reward_std"] = float(reward.mean()), float(reward.std())
         if n_abs:
-            reward, paid = relabel.pay_absorbing(reward, rollout.terminated, disc.reward, config.gamma, config.crash_floor_quantile)
+            reward, paid = relabel.pay_absorbing(reward, rollout.terminated, disc.reward, config.ppo.gamma, config.reward.crash_floor_quantile)
             row.update(paid)
-        if config.reward_norm:
-            reward = relabel.normalise(reward, buf.episode_starts, ret_std, config.gamma)
-        reward = relabel.bootstrap_truncations(reward, rollout.truncated, value_fn, config.gamma)
+        if config.reward.norm:
+            reward = relabel.normalise(reward, buf.episode_starts, ret_std, config.ppo.gamma)
+        reward = relabel.bootstrap_truncations(reward, rollout.truncated, value_fn, config.ppo.gamma)
         sb3_bridge.compute_returns(model, reward)
         t_relabel = time.perf_counter()
 
         # 4. Update the policy to maximise r_phi with PPO (+ lambda_BC * L_BC on the demonstrations).
-        lr = config.learning_rate * (1.0 - model.num_timesteps / total_timesteps)  # linear decay to 0
+        lr = config.ppo.learning_rate * (1.0 - model.num_timesteps / total_timesteps)  # linear decay to 0
         row.update(ppo_update(model.policy, buf, ppo_settings, lr, (expert_obs, expert_act),
                               np.random.default_rng((config.seed, iteration, 1))))
         if rollout.episodes:

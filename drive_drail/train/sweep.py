@@ -3,7 +3,7 @@
 A sweep file (YAML or JSON) names the runs::
 
     out: runs/sweep                    # one run folder per trial below it
-    base: {steps: 500000, sim: batched, n_envs: 128, n_steps: 16}
+    base: {steps: 500000, sim: batched, n_envs: 128, ppo: {n_steps: 16}}
     cases:                             # optional: settings that vary together
       - {scenario: lane_change, demos: pairs/lane_change.parquet}
       - {scenario: stop, demos: pairs/stop.parquet}
@@ -11,7 +11,8 @@ A sweep file (YAML or JSON) names the runs::
       algo: [drail, gail]
       seed: [0, 1, 2]
 
-Every value is a :class:`~drive_drail.train.config.TrainConfig` field, checked as ``train --config``
+Every key is a training setting: a :class:`~drive_drail.train.config.TrainConfig` field or a section's
+path (``ppo.epochs``; a section may also be a mapping in ``base`` and ``cases``), checked as ``train --config``
 checks it. A trial is named after the values it varies (``scenario-stop_algo-drail_seed-0``).
 
 Each trial is one Ray task of one CPU (torch and BLAS held to one thread) on a local instance or
@@ -63,7 +64,12 @@ def read_sweep(path: str | Path) -> tuple[Path, list[tuple[str, dict[str, Any]]]
     grid = data.get("grid") or {}
     if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
         raise UserError(f"{path}: 'grid' must map training settings to non-empty lists of values")
-    axes = {key: [_checked({key: v}, "grid", path)[key] for v in values] for key, values in grid.items()}
+    axes = {}
+    for key, values in grid.items():  # keyed by the setting's path (a flat name of earlier versions reads too)
+        checked = [_checked({key: v}, "grid", path) for v in values]
+        if any(len(c) != 1 for c in checked):
+            raise UserError(f"{path}: grid key {key!r} must name one setting (e.g. ppo.epochs), not a section")
+        axes[next(iter(checked[0]))] = [next(iter(c.values())) for c in checked]
     varied = [k for c in cases for k in c if len(cases) > 1] + [k for k, v in axes.items() if len(v) > 1]
     varied = list(dict.fromkeys(varied))
     trials, names = [], set()
@@ -75,7 +81,7 @@ def read_sweep(path: str | Path) -> tuple[Path, list[tuple[str, dict[str, Any]]]
                 raise UserError(f"{path}: two trials would share the folder {name!r}; vary a setting that tells them apart")
             names.add(name)
             try:  # every trial's values in range before any trial runs
-                TrainConfig(**settings)
+                TrainConfig.from_settings(settings)
             except ConfigError as exc:
                 raise exc.under(f"{path}: trial {name!r}: {exc.field}") from None
             trials.append((name, settings))
@@ -106,7 +112,7 @@ def run_trial(settings: dict[str, Any], run_dir: str) -> dict[str, Any]:
     else:
         resume = checkpoint.latest(run) is not None
         try:
-            train(TrainConfig(**{**settings, "out": str(run), "torch_threads": 1}), resume=resume, progress=False)
+            train(TrainConfig.from_settings({**settings, "out": str(run), "torch_threads": 1}), resume=resume, progress=False)
             row["status"] = "resumed" if resume else "trained"
         except Exception as exc:  # noqa: BLE001  (a failed trial is a row of the table, the sweep goes on)
             row["status"], row["error"] = "failed", f"{type(exc).__name__}: {exc}"[:500]
