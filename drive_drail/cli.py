@@ -20,6 +20,7 @@ EXIT_USER_ERROR = 2
 
 
 def _cmd_convert(args: argparse.Namespace) -> None:
+    from drive_drail.memory import reuse_freed_memory
     from drive_drail.pairs.convert import ConvertConfig, convert_file
     from drive_drail.pairs.storage import summary
 
@@ -30,6 +31,7 @@ def _cmd_convert(args: argparse.Namespace) -> None:
     if args.smooth_s is not None and not (args.smooth_s >= 0 and args.smooth_s != float("inf")):
         raise UserError(f"--smooth-s must be >= 0 seconds, got {args.smooth_s}")
     config = ConvertConfig(action_hz=args.action_hz, smooth_s=args.smooth_s, egos=args.egos)
+    reuse_freed_memory()  # the conversion makes and drops the same large temporaries: fault each page in once
     pairs, meta = convert_file(args.input, args.output, args.format, config, progress=not args.quiet)
     print(summary(pairs, meta))
     print(f"wrote {args.output}")
