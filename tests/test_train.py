@@ -491,3 +491,14 @@ def test_a_wandb_tracked_run_logs_the_csv_metrics_offline_and_a_resume_continues
     latest = max((run / "wandb").glob(f"offline-run-*-{run_id}*/run-{run_id}.wandb"), key=lambda p: p.stat().st_mtime).read_bytes()
     resumed = pd.read_csv(run / "metrics.csv")
     assert resumed["global_step"].iloc[-1] == 128 and json.dumps(float(resumed["disc/d_agent"].iloc[-1])).encode() in latest
+
+
+def test_none_is_a_value_only_where_the_default_is_none():
+    from drive_drail.train.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^steps must be a positive finite number, got None$"):
+        TrainConfig(steps=None)
+    with pytest.raises(ConfigError, match=r"^ppo.epochs must be a positive finite number, got None$"):
+        TrainConfig(ppo={"epochs": None})
+    config = TrainConfig(lane_std_floor=None, ppo={"bc_coef": None})  # None: the shared floor, the scenario's lambda_BC
+    assert config.lane_std_floor is None and config.ppo.bc_coef is None

@@ -388,7 +388,7 @@ def _check_fields(obj, prefix: str) -> None:
         if typing.get_origin(hint) is Literal and value not in get_args(hint):
             raise ConfigError(name, f"must be one of {', '.join(get_args(hint))}, got {value!r}")
         rule = f.metadata.get("check")
-        if rule is None or value is None:
+        if rule is None or value is None and f.default is None:  # None: "use the default's source" (bc_coef, lane_std_floor)
             continue
         test, words = CHECKS[rule]
         for item_name, item in ([(f"{name}[{i}]", v) for i, v in enumerate(value)] if isinstance(value, tuple) else [(name, value)]):
