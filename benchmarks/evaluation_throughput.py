@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from drive_drail.evaluate.parallel import default_workers
+from drive_drail.process import usable_cores
 from drive_drail.evaluate.runner import evaluate
 from drive_drail.models.policy import ActorConfig, DeterministicActor
 from drive_drail.scenario import load_scenario
@@ -38,7 +38,7 @@ def main() -> None:
     args = parser.parse_args()
 
     scenario = dataclasses.replace(load_scenario(args.scenario), episode_seconds=args.episode_seconds)
-    n_cores = default_workers()
+    n_cores = usable_cores()
     counts = sorted({1, 2, n_cores})
     with tempfile.TemporaryDirectory() as tmp:
         actor = Path(tmp) / "actor.pt"

@@ -20,7 +20,7 @@ EXIT_USER_ERROR = 2
 
 
 def _cmd_convert(args: argparse.Namespace) -> None:
-    from drive_drail.memory import reuse_freed_memory
+    from drive_drail.process import reuse_freed_memory
     from drive_drail.pairs.convert import ConvertConfig, convert_file
     from drive_drail.pairs.storage import summary
 

@@ -22,6 +22,7 @@ from typing import TypeVar
 from tqdm import tqdm
 
 from drive_drail.errors import UserError
+from drive_drail.process import usable_cores
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -33,14 +34,6 @@ RAY_VERSION = "2.60.0"
 
 class WorkerPoolError(UserError, RuntimeError):
     """The process pool broke: a worker died (killed for memory, or a script without a ``__main__`` guard)."""
-
-
-def default_workers() -> int:
-    """All cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover (not Linux)
-        return os.cpu_count() or 1
 
 
 @contextmanager
@@ -101,7 +94,7 @@ def map_tasks(
     sizes = [1 if size is None else int(size(t)) for t in tasks]
     if backend == "ray":
         return _map_ray(fn, tasks, ray_address, progress, desc, sizes)
-    workers = max(1, min(workers or default_workers(), len(tasks) or 1))
+    workers = max(1, min(workers or usable_cores(), len(tasks) or 1))
     if workers == 1:
         with single_threaded():
             return _counted((fn(t) for t in tasks), sizes, desc, progress)

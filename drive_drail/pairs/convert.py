@@ -15,7 +15,6 @@ Vectorised throughout: no Python loop over rows.
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ import pandas as pd
 from drive_drail import spec
 from drive_drail.logs.base import MOVING_MPS, LogError, TrackLog, check_coordinates
 from drive_drail.pairs import bicycle, kinematics, maneuvers
+from drive_drail.process import usable_cores
 
 EGO_CHOICES = {
     "auto": "'ego' where the log names the driver of its task (sim logs), else 'moving'",
@@ -131,12 +131,12 @@ def _scene_groups(scene_id: np.ndarray, frame: np.ndarray, track_id: np.ndarray)
 
 
 def observations(
-    df: pd.DataFrame, kin: kinematics.Kinematics, scene_rows: np.ndarray, ego_rows: np.ndarray, workers: int = 0
+    df: pd.DataFrame, kin: kinematics.Kinematics, scene_rows: np.ndarray, ego_rows: np.ndarray
 ) -> np.ndarray:
     """Spec observations ``[len(ego_rows), OBS_DIM]`` of egos among the vehicles in ``scene_rows``.
 
     ``scene_rows`` are all rows at the frames of interest; each ego row must be among them.
-    ``workers``: threads over the chunks of :data:`SCENE_CHUNK` egos; 0 = one per core this process may use.
+    The chunks of :data:`SCENE_CHUNK` egos run on one thread per core this process may use.
     """
     sid = df["scene_id"].to_numpy()[scene_rows]
     frm = df["frame"].to_numpy()[scene_rows]
@@ -197,7 +197,7 @@ def observations(
     # numpy releases the GIL inside its gathers, sorts and ufuncs: chunks run side by side on the cores
     # (a pool takes the next chunk as a thread frees, so a core held by another process costs only its share).
     starts = range(0, len(ego_rows), SCENE_CHUNK)
-    threads = min(len(starts), workers if workers > 0 else len(os.sched_getaffinity(0)))
+    threads = min(len(starts), usable_cores())
     if threads <= 1:
         for lo in starts:
             observe_chunk(lo)

@@ -1,4 +1,4 @@
-"""Process-wide memory settings for commands that build and drop large arrays.
+"""What this process may use: its cores, and memory settings for commands that build and drop large arrays.
 
 glibc's malloc serves each large block (over its mmap threshold, or from a thread's own arena) with
 fresh pages and returns them to the OS when freed, so an array program that makes and drops the same
@@ -11,12 +11,21 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
 """``mallopt`` parameters (glibc's malloc.h)."""
 
 MMAP_THRESHOLD_BYTES = 1 << 30
 """Blocks below this come from the heap and are reused after a free, not mapped afresh each time."""
+
+
+def usable_cores() -> int:
+    """All cores this process may use (its CPU affinity; every core where the OS has none)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover (not Linux)
+        return os.cpu_count() or 1
 
 
 def reuse_freed_memory() -> bool:

@@ -8,7 +8,7 @@ FAULTS = """
 import resource, sys
 import numpy as np
 if sys.argv[1] == "reuse":
-    from drive_drail.memory import reuse_freed_memory
+    from drive_drail.process import reuse_freed_memory
     assert reuse_freed_memory()
 a = np.ones(8 << 20)  # 64 MB, faulted in once
 del a
