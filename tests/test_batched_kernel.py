@@ -81,3 +81,23 @@ def test_auto_picks_the_kernel_on_a_cpu_and_a_float32_state_falls_back_to_torch(
         BatchedHighwayEnv(scenario, 4, dtype=torch.float32, kernel="numba")
     with pytest.raises(ValueError, match="kernel must be one of"):
         BatchedHighwayEnv(scenario, 4, kernel="cython")
+
+
+def test_the_kernel_leaves_torch_its_thread_count():
+    """numba's OpenMP pool, started by the first kernel call, resets the OpenMP thread count torch
+    shares; a process held to 1 thread must stay at 1 (sweep trials share 2 cores one thread each).
+    A fresh process, so that the pool really starts inside the check."""
+    import subprocess
+    import sys
+
+    script = (
+        "import torch; torch.set_num_threads(1)\n"
+        "import numpy as np\n"
+        "from drive_drail.scenario import load_scenario\n"
+        "from drive_drail.sim.batched.env import BatchedHighwayEnv\n"
+        "env = BatchedHighwayEnv(load_scenario('lane_change'), 8, kernel='numba'); env.reset()\n"
+        "env.step(np.zeros((8, 2))); env.step(np.zeros((8, 2)))\n"
+        "import numba; print(torch.get_num_threads(), numba.get_num_threads())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.split()[-2:] == ["1", "1"]

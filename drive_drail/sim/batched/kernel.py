@@ -105,14 +105,17 @@ def _idm(b, ego, front, delta, x, cos_h, sin_h, v, lane_of, is_vehicle, is_idm, 
 
 
 @_jit()
-def _neighbours(proj_s, on, me, lane, m):
+def _neighbours(proj_s, members, n_members, me, lane):
     """``Road.neighbour_vehicles`` (``behavior.neighbours``): front = the smallest s >= s_me (the last
-    slot among equals), rear = the largest s < s_me (the first among equals); -1 for none."""
+    slot among equals), rear = the largest s < s_me (the first among equals); -1 for none.
+    ``members[lane, :n_members[lane]]``: the slots on the lane, in slot order (so ties resolve as a
+    scan of every slot would)."""
     s_self = proj_s[lane, me]
     front, rear = -1, -1
     best_f, best_r = np.inf, -np.inf
-    for j in range(m):
-        if j == me or not on[lane, j]:
+    for k in range(n_members[lane]):
+        j = members[lane, k]
+        if j == me:
             continue
         s = proj_s[lane, j]
         if s >= s_self:
@@ -127,26 +130,30 @@ def _neighbours(proj_s, on, me, lane, m):
 def _frame(b, n, m, dt, x, y, h, v, length, width, target_speed, timer, delta, steer, accel, impact_x, impact_y,
            lane_of, target_lane, valid, is_vehicle, is_idm, lane_change, check, crashed, has_impact,
            xs, ys, lane_len, lane_w, amp, puls, phase, speed_limit, forbidden, left, right, next_lane, edge, has_sine,
-           proj_s, on, target, target_start, front, rear, new_steer, new_accel, active, cos_h, sin_h):
+           proj_s, members, n_members, target, target_start, front, rear, new_steer, new_accel, active, cos_h, sin_h):
     """One highway-env frame of scene ``b`` in place (``env.simulate_frame``)."""
     n_lanes = xs.shape[0]
     for j in range(m):
         cos_h[j], sin_h[j] = math.cos(h[b, j]), math.sin(h[b, j])
     # ---- Road.act (behavior.decide) -------------------------------------------------------------
     for ln in range(n_lanes):  # behavior.project_on_lanes
+        count = 0
         for j in range(m):
             s = x[b, j] - xs[ln]
             r = _lateral(ln, s, y[b, j], ys, amp, puls, phase, has_sine)
             proj_s[ln, j] = s
-            on[ln, j] = (abs(r) <= lane_w[ln] / 2 + bh.NEIGHBOUR_LANE_MARGIN_M and s >= -LANE_VEHICLE_LENGTH_M
-                         and s < lane_len[ln] + LANE_VEHICLE_LENGTH_M and valid[b, j])
+            if (abs(r) <= lane_w[ln] / 2 + bh.NEIGHBOUR_LANE_MARGIN_M and s >= -LANE_VEHICLE_LENGTH_M
+                    and s < lane_len[ln] + LANE_VEHICLE_LENGTH_M and valid[b, j]):
+                members[ln, count] = j  # the lane's slots, in slot order: neighbour scans visit only these
+                count += 1
+        n_members[ln] = count
     for i in range(n):
         active[i] = valid[b, i] and is_idm[b, i] and not crashed[b, i]
         ts = target_lane[b, i]
         target_start[i] = ts
         after_end = x[b, i] - xs[ts] > lane_len[ts] - LANE_VEHICLE_LENGTH_M / 2  # 1. follow_road
         target[i] = next_lane[ts] if (active[i] and after_end) else ts
-        front[i], rear[i] = _neighbours(proj_s, on, i, lane_of[b, i], m)
+        front[i], rear[i] = _neighbours(proj_s, members, n_members, i, lane_of[b, i])
     for i in range(n):  # 2. change_lane_policy, in list order
         if not (active[i] and lane_change[b, i]):
             continue
@@ -182,7 +189,7 @@ def _frame(b, n, m, dt, x, y, h, v, length, width, target_speed, timer, delta, s
             r = _lateral(side, s, y[b, i], ys, amp, puls, phase, has_sine)
             if not (abs(r) <= 2 * lane_w[side] and s >= 0 and s < lane_len[side] + LANE_VEHICLE_LENGTH_M):  # reachable
                 continue
-            nf, nr = _neighbours(proj_s, on, i, side, m)
+            nf, nr = _neighbours(proj_s, members, n_members, i, side)
             dl = delta[b, i]
             args = (x, cos_h, sin_h, v, lane_of, is_vehicle, is_idm, target_speed, xs, speed_limit)
             new_following_a = _idm(b, nr, nf, dl, *args)
@@ -212,7 +219,7 @@ def _frame(b, n, m, dt, x, y, h, v, length, width, target_speed, timer, delta, s
         args = (x, cos_h, sin_h, v, lane_of, is_vehicle, is_idm, target_speed, xs, speed_limit)
         a = _idm(b, i, front[i], delta[b, i], *args)
         if tl != lane_of[b, i]:
-            ahead, _ = _neighbours(proj_s, on, i, tl, m)
+            ahead, _ = _neighbours(proj_s, members, n_members, i, tl)
             a = min(a, _idm(b, i, ahead, delta[b, i], *args))
         new_accel[i] = min(max(a, -bh.ACC_MAX_MPS2), bh.ACC_MAX_MPS2)
     for i in range(n):
@@ -351,7 +358,8 @@ def _run(frames, dt, n, x, y, h, v, length, width, target_speed, timer, delta, s
     n_chunks = (n_scenes + _SCENES_PER_CHUNK - 1) // _SCENES_PER_CHUNK
     for c in numba.prange(n_chunks):
         proj_s = np.empty((n_lanes, m))
-        on = np.empty((n_lanes, m), dtype=np.bool_)
+        members = np.empty((n_lanes, m), dtype=np.int64)
+        n_members = np.empty(n_lanes, dtype=np.int64)
         target = np.empty(n, dtype=np.int64)
         target_start = np.empty(n, dtype=np.int64)
         front = np.empty(n, dtype=np.int64)
@@ -366,7 +374,7 @@ def _run(frames, dt, n, x, y, h, v, length, width, target_speed, timer, delta, s
                 _frame(b, n, m, dt, x, y, h, v, length, width, target_speed, timer, delta, steer, accel, impact_x, impact_y,
                        lane_of, target_lane, valid, is_vehicle, is_idm, lane_change, check, crashed, has_impact,
                        xs, ys, lane_len, lane_w, amp, puls, phase, speed_limit, forbidden, left, right, next_lane, edge, has_sine,
-                       proj_s, on, target, target_start, front, rear, new_steer, new_accel, active, cos_h, sin_h)
+                       proj_s, members, n_members, target, target_start, front, rear, new_steer, new_accel, active, cos_h, sin_h)
 
 
 def _arrays(t: torch.Tensor) -> np.ndarray:
@@ -382,7 +390,8 @@ def simulate_frames(st: VehicleState, lanes: LaneTable, dt_s: float, frames: int
     """
     if not AVAILABLE:
         raise RuntimeError("the batched simulator's CPU kernel needs numba (pip install numba)")
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    torch_threads = torch.get_num_threads()
+    numba.set_num_threads(max(1, min(torch_threads, numba.config.NUMBA_NUM_THREADS)))
     numba.set_parallel_chunksize(1)
     f = [_arrays(getattr(st, k)) for k in ("x_m", "y_m", "heading_rad", "speed_mps", "length_m", "width_m", "target_speed_mps",
                                              "timer_s", "delta", "steer_rad", "accel_mps2", "impact_x_m", "impact_y_m",
@@ -391,6 +400,11 @@ def simulate_frames(st: VehicleState, lanes: LaneTable, dt_s: float, frames: int
     ln = [_arrays(getattr(lanes, k)) for k in ("x_start_m", "y_start_m", "length_m", "width_m", "amplitude_m", "pulsation_radpm",
                                                  "phase_rad", "speed_limit_mps", "forbidden", "left", "right", "next_lane", "edge")]
     _run(int(frames), float(dt_s), int(st.n_vehicles), *f, *ln, bool(lanes.has_sine))
+    # numba's OpenMP layer, started by the first parallel call, sets the OpenMP thread count that torch
+    # shares to all cores: a process held to 1 thread (a sweep trial beside another) would run its
+    # learner and every later frame on 2. Give torch its count back.
+    if torch.get_num_threads() != torch_threads:
+        torch.set_num_threads(torch_threads)
 
 
 def usable(st: VehicleState) -> bool:
