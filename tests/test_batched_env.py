@@ -99,6 +99,19 @@ def test_autoreset_follows_declared_seeds_and_returns_final_observation():
     assert not np.array_equal(r.obs, r.final_obs)
 
 
+@pytest.mark.parametrize("name", ["lane_change", "merge", "stop"])
+def test_observing_some_scenes_equals_their_rows_of_the_whole_batch(name):
+    """The autoreset observes only the scenes it restarted: their rows must be what observing every scene gives."""
+    env = BatchedHighwayEnv(load_scenario(name), 16)
+    env.reset()
+    rng = np.random.default_rng(3)
+    for _ in range(4):
+        env.step(rng.uniform(-0.5, 0.5, (16, 2)))
+    scenes = np.array([11, 2, 7, 3])
+    np.testing.assert_array_equal(env.observe(scenes), env.observe()[scenes])
+    assert env.observe(np.array([], dtype=np.int64)).shape == (0, spec.OBS_DIM)
+
+
 def test_sb3_vec_env_conventions_and_normalisation():
     scenario = short("merge", 0.6)  # 3 policy steps
     mean = np.linspace(-0.1, 0.1, spec.OBS_DIM).astype(np.float32)

@@ -111,18 +111,22 @@ def make_ego_idm(st: VehicleState, lanes: LaneTable, scenes: torch.Tensor, lane_
     st.timer_s[scenes, 0] = torch.remainder((st.x_m[scenes, 0] + st.y_m[scenes, 0]) * np.pi, behavior.LANE_CHANGE_DELAY_S)
 
 
-def scene_batch(st: VehicleState, lanes: LaneTable) -> spec.SceneBatch:
-    """The spec-frame :class:`spec.SceneBatch` of every scene (ego in slot 0), as the adapter's ``frame_rows``."""
-    ego_lane = st.lane[:, 0]
-    s = st.x_m[:, 0] - lanes.x_start_m[ego_lane]
-    r = lanes.lateral_m(ego_lane, s, st.y_m[:, 0])
-    h, v = st.heading_rad, st.speed_mps
-    out = torch.stack([st.x_m, -st.y_m, v * torch.cos(h), -(v * torch.sin(h)), -h], dim=0).to("cpu", torch.float64).numpy()
+def scene_batch(st: VehicleState, lanes: LaneTable, scenes: np.ndarray | None = None) -> spec.SceneBatch:
+    """The spec-frame :class:`spec.SceneBatch` of every scene (ego in slot 0), as the adapter's ``frame_rows``;
+    of the rows ``scenes [k]`` only, if given (a scene's observation depends on its own row alone)."""
+    x, y, h, v, lane, valid = st.x_m, st.y_m, st.heading_rad, st.speed_mps, st.lane, st.valid
+    if scenes is not None:
+        rows = torch.as_tensor(scenes, device=x.device)
+        x, y, h, v, lane, valid = (t[rows] for t in (x, y, h, v, lane, valid))
+    ego_lane = lane[:, 0]
+    s = x[:, 0] - lanes.x_start_m[ego_lane]
+    r = lanes.lateral_m(ego_lane, s, y[:, 0])
+    out = torch.stack([x, -y, v * torch.cos(h), -(v * torch.sin(h)), -h], dim=0).to("cpu", torch.float64).numpy()
     ego = torch.stack([lanes.edge_lane_count[ego_lane].to(r.dtype), -r, -lanes.heading_at(ego_lane, s)], dim=0).to("cpu", torch.float64).numpy()
-    lane_id = lanes.lane_id[st.lane].cpu().numpy()
+    lane_id = lanes.lane_id[lane].cpu().numpy()
     return spec.SceneBatch(
         x_m=out[0], y_m=out[1], vx_mps=out[2], vy_mps=out[3], heading_rad=out[4],
-        lane=lane_id, valid=_np(st.valid), ego=np.zeros(st.x_m.shape[0], dtype=np.int64),
+        lane=lane_id, valid=_np(valid), ego=np.zeros(x.shape[0], dtype=np.int64),
         lane_count=ego[0], lane_offset_m=ego[1], lane_heading_rad=ego[2],
     )  # fmt: skip
 
@@ -299,7 +303,7 @@ class BatchedHighwayEnv:
             scenes = np.flatnonzero(done)
             self.reset_scenes(scenes, self.next_seeds(scenes))
             obs = obs.copy()
-            obs[done] = self.observe()[done]
+            obs[scenes] = self.observe(scenes)  # the new episodes' first observations; the other rows are final
         return StepResult(obs, reward, terminated, truncated, info, final_obs, final_info)
 
     def simulate(self, frames: int) -> None:
@@ -310,9 +314,9 @@ class BatchedHighwayEnv:
             for _ in range(frames):
                 simulate_frame(self.state, self.lanes, self.sim_dt_s)
 
-    def observe(self) -> np.ndarray:
-        """Spec observations of every scene, ``[B, OBS_DIM]`` float32."""
-        return spec.observe_batch(scene_batch(self.state, self.lanes))
+    def observe(self, scenes: np.ndarray | None = None) -> np.ndarray:
+        """Spec observations of every scene, ``[B, OBS_DIM]`` float32, or of the rows ``scenes [k]`` only (``[k, OBS_DIM]``)."""
+        return spec.observe_batch(scene_batch(self.state, self.lanes, scenes))
 
     # ------------------------------------------------------------------ task logic (HighwayAdapter)
 
