@@ -101,3 +101,29 @@ def test_the_kernel_leaves_torch_its_thread_count():
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True)
     assert out.stdout.split()[-2:] == ["1", "1"]
+
+
+def test_a_step_runs_its_frames_on_torch_threads_and_gives_the_count_back(monkeypatch):
+    """The env's own tensor ops run on one thread inside a step (they stalled at OpenMP barriers beside a
+    busy process); the kernel's frames still get torch's count, and torch has it again afterwards."""
+    import numba
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        env = BatchedHighwayEnv(load_scenario("lane_change"), 8, kernel="numba")
+        seen = []
+        simulate = kernel.simulate_frames
+
+        def spy(*args):
+            seen.append(torch.get_num_threads())  # the env's ops around the frames
+            simulate(*args)
+            seen.append(numba.get_num_threads())  # the frames
+
+        monkeypatch.setattr(kernel, "simulate_frames", spy)
+        env.reset()
+        env.step(np.zeros((8, 2)))
+        assert seen == [1, min(2, numba.config.NUMBA_NUM_THREADS)]
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

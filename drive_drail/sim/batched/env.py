@@ -33,6 +33,7 @@ by default on CUDA.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -220,6 +221,29 @@ class BatchedHighwayEnv:
         self._on_ramp = torch.zeros(self.lanes.count, dtype=torch.bool, device=self.device)
         if self.family.on_ramp_lanes:
             self._on_ramp[list(self.family.on_ramp_lanes)] = True
+        self._kernel_threads: int | None = None  # inside step/reset on the kernel: the threads frames get
+
+    @contextmanager
+    def _tensor_ops_on_one_thread(self):
+        """Around a step or reset on the CPU kernel: the env's own tensor ops (gathers, resets, outcomes,
+        the scene batch) on one torch thread, the kernel's frames on torch's count as it was.
+
+        Those ops are small ([B] and [B, M]) and gain nothing from a second thread, but each
+        multi-threaded op ends at an OpenMP barrier, and beside a busy process the thread that shares its
+        core makes every barrier wait: at B = 4096 the step fell from 78k to 24k env-steps/s, under the
+        45k of a 1-thread run (benchmarks/batched_sim.py --contention). The kernel's dynamic schedule
+        does not stall that way. Re-entrant; on the torch path (CUDA, float32) nothing changes.
+        """
+        if self.kernel != "numba" or self._kernel_threads is not None:
+            yield
+            return
+        self._kernel_threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(self._kernel_threads)
+            self._kernel_threads = None
 
     # ------------------------------------------------------------------ seeds and resets
 
@@ -234,8 +258,9 @@ class BatchedHighwayEnv:
         scenes = np.arange(self.num_envs)
         if seeds is None:
             seeds = self.next_seeds(scenes)
-        self.reset_scenes(scenes, np.asarray(seeds, dtype=np.int64))
-        return self.observe(), self.info(np.zeros(self.num_envs, dtype=bool))
+        with self._tensor_ops_on_one_thread():
+            self.reset_scenes(scenes, np.asarray(seeds, dtype=np.int64))
+            return self.observe(), self.info(np.zeros(self.num_envs, dtype=bool))
 
     def pool_rows(self, seeds: np.ndarray) -> np.ndarray:
         """Row of each seed in the split's scene pool (-1 for seeds outside the split)."""
@@ -282,6 +307,10 @@ class BatchedHighwayEnv:
 
     def step(self, action_unit: np.ndarray) -> StepResult:
         """Apply ``action_unit [B, 2]`` for one policy period in every scene."""
+        with self._tensor_ops_on_one_thread():
+            return self._step(action_unit)
+
+    def _step(self, action_unit: np.ndarray) -> StepResult:
         st = self.state
         physical, hw = ego_action_highway(action_unit, _np(st.speed_mps[:, 0]), self.policy_dt_s)
         set_ego_action(st, torch.as_tensor(hw, device=self.device, dtype=self.dtype))
@@ -309,7 +338,7 @@ class BatchedHighwayEnv:
     def simulate(self, frames: int) -> None:
         """``frames`` simulation frames of every scene, with this env's kernel (no episode logic)."""
         if self.kernel == "numba":
-            cpu_kernel.simulate_frames(self.state, self.lanes, self.sim_dt_s, frames)
+            cpu_kernel.simulate_frames(self.state, self.lanes, self.sim_dt_s, frames, self._kernel_threads)
         else:
             for _ in range(frames):
                 simulate_frame(self.state, self.lanes, self.sim_dt_s)

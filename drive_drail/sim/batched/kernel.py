@@ -381,17 +381,17 @@ def _arrays(t: torch.Tensor) -> np.ndarray:
     return t.numpy()  # shares memory: the kernel writes the state in place
 
 
-def simulate_frames(st: VehicleState, lanes: LaneTable, dt_s: float, frames: int) -> None:
+def simulate_frames(st: VehicleState, lanes: LaneTable, dt_s: float, frames: int, threads: int | None = None) -> None:
     """``frames`` highway-env frames of every scene, in place (as ``frames`` calls of ``env.simulate_frame``).
 
-    The state must be float64 CPU tensors, contiguous. Threads: torch's intra-op thread count, each
-    taking the next chunk of scenes when it is free (dynamic scheduling: a thread slowed by another
-    process on its core does not hold the others back).
+    The state must be float64 CPU tensors, contiguous. Threads: ``threads``, default torch's intra-op
+    thread count, each taking the next chunk of scenes when it is free (dynamic scheduling: a thread
+    slowed by another process on its core does not hold the others back).
     """
     if not AVAILABLE:
         raise RuntimeError("the batched simulator's CPU kernel needs numba (pip install numba)")
     torch_threads = torch.get_num_threads()
-    numba.set_num_threads(max(1, min(torch_threads, numba.config.NUMBA_NUM_THREADS)))
+    numba.set_num_threads(max(1, min(threads or torch_threads, numba.config.NUMBA_NUM_THREADS)))
     numba.set_parallel_chunksize(1)
     f = [_arrays(getattr(st, k)) for k in ("x_m", "y_m", "heading_rad", "speed_mps", "length_m", "width_m", "target_speed_mps",
                                              "timer_s", "delta", "steer_rad", "accel_mps2", "impact_x_m", "impact_y_m",
