@@ -12,9 +12,10 @@ auto-resets) of:
 - with ``--contention``: the batched simulator at the largest B beside a competing busy process (a
   pure-Python loop holding one core), with torch's default threads and with 1 thread, quiet and busy.
   Its fair share is the 1-thread rate beside the competitor: the run confined to the one core left
-  to it. (The quiet 1-thread rate is not that share: on a machine whose cores share hardware, a
-  1-thread run slows beside a busy neighbour however few threads it takes; the JSON gives both.)
-  Target: the default run within 1.5x of its fair share.
+  to it (the JSON also gives the quiet 1-thread rate; on a machine whose cores share hardware the two
+  differ). Target: the default run within 1.5x of its fair share. Until 2026-12-08 the "1-thread" runs
+  ran on 2 threads after their first step (numba's OpenMP start reset torch's count, fixed in
+  ``sim/batched/kernel.py``), so earlier JSON files overstate the 1-thread rates and the fair share.
 
 Every configuration runs in a fresh subprocess, so its peak memory is its own: ``peak_rss_mb``
 is the process's peak resident set size and ``rss_delta_mb`` its growth over the process
