@@ -230,9 +230,9 @@ class BatchedHighwayEnv:
 
         Those ops are small ([B] and [B, M]) and gain nothing from a second thread, but each
         multi-threaded op ends at an OpenMP barrier, and beside a busy process the thread that shares its
-        core makes every barrier wait: at B = 4096 the step fell from 78k to 24k env-steps/s, under the
-        45k of a 1-thread run (benchmarks/batched_sim.py --contention). The kernel's dynamic schedule
-        does not stall that way. Re-entrant; on the torch path (CUDA, float32) nothing changes.
+        core makes every barrier wait: the step fell to half a 1-thread run's rate (``--contention`` in
+        benchmarks/results/batched_sim_lane_change_2threads.json measures it now). The kernel's dynamic
+        schedule does not stall that way. Re-entrant; on the torch path (CUDA, float32) nothing changes.
         """
         if self.kernel != "numba" or self._kernel_threads is not None:
             yield
